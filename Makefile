@@ -1,0 +1,44 @@
+# Makefile - the entry points: make run, make test (and the other targets below).
+# A thin layer over CMake; `make help` lists the targets.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+ARGS       ?=
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CTEST_ARGS ?=
+
+.PHONY: all deps build run test test-release test-asan clean help
+
+all: build
+
+help:
+	@echo "make run   [ARGS='--port 9000']  install missing packages, build (Release), start on 127.0.0.1:8080"
+	@echo "make test                        the same set-up, then every test (Release and ASan+UBSan builds)"
+	@echo "make test-release / test-asan    one of the two test builds"
+	@echo "make clean                       remove build folders"
+
+deps:
+	@./docker/install-deps.sh test
+
+$(BUILD)/CMakeCache.txt: | deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	./$(BUILD)/attention-server $(ARGS)
+
+test: test-release test-asan
+
+test-release: build
+	ctest --test-dir $(BUILD) --output-on-failure $(CTEST_ARGS)
+
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DATTN_SANITIZE=ON
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --test-dir $(ASAN_BUILD) --output-on-failure $(CTEST_ARGS)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,287 @@
+/* attn.h - libattn, the numerics of explore-attention: attention on OpenBLAS. */
+#ifndef ATTN_H
+#define ATTN_H
+
+/*
+ * Conventions, stated once and followed by every function below.
+ *
+ * Tensors are float32, row-major, contiguous; shapes are given outermost first
+ * in a comment on every argument: q [n][dq] is n rows of dq floats.
+ * Weight matrices use torch.nn.Linear layout [out][in], applied as y = x*W^T + b.
+ *
+ * Ownership: the caller owns every pointer it passes in, inputs and output
+ * buffers alike; the engine never keeps a pointer past the call that received
+ * it and never frees what it did not allocate. Objects the engine allocates
+ * come in pairs attn_X_create()/attn_X_free(); attn_X_free(NULL) is a no-op.
+ *
+ * Errors: every function that can fail returns attn_status (0 = ok, negative
+ * = error). On error the caller's output buffers may hold partial results but
+ * nothing else the caller owns has changed; no function aborts on bad input
+ * or on out-of-memory.
+ *
+ * Threads: no globals. A workspace (attn_ws) belongs to one thread at a time;
+ * give each worker thread its own. Scratch memory comes from the workspace,
+ * which keeps its largest block between calls, so steady-state requests do
+ * not allocate.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- status */
+
+/* Append-only: values are part of the ABI and of error messages. */
+typedef enum attn_status {
+    ATTN_OK = 0,
+    ATTN_ERR_NOMEM = -1,       /* an allocation failed */
+    ATTN_ERR_INVALID = -2,     /* an argument is out of range or inconsistent */
+    ATTN_ERR_SHAPE = -3,       /* tensor dimensions do not agree */
+    ATTN_ERR_UNSUPPORTED = -4, /* a valid combination this engine does not do */
+    ATTN_ERR_OVERFLOW = -5,    /* a size computation would overflow size_t */
+} attn_status;
+
+/* Returns a static, human-readable string for s ("unknown status" if unknown). */
+const char *attn_status_str(attn_status s);
+
+/* Library version string, e.g. "0.1.0". */
+const char *attn_version(void);
+
+/* BLAS configuration as reported by the library, e.g. "OpenBLAS 0.3.21 ...".
+ * Returns a static string. */
+const char *attn_blas_info(void);
+
+/* Number of threads the BLAS library uses for one call. */
+int attn_blas_threads(void);
+
+/* Sets the BLAS thread count for every later call (process-wide: a BLAS
+ * setting, not engine state). Values < 1 are treated as 1. */
+void attn_blas_set_threads(int n_threads);
+
+/* ------------------------------------------------------------- workspace */
+
+/* Allocation hooks: every allocation the engine makes goes through these, so
+ * tests can fail the Nth allocation. Both may be NULL (malloc/free). */
+typedef struct attn_allocator {
+    void *(*alloc)(size_t n_bytes, void *user); /* NULL on failure */
+    void (*free)(void *ptr, void *user);        /* ptr may be NULL */
+    void *user;
+} attn_allocator;
+
+typedef struct attn_ws attn_ws;
+
+/* Creates a workspace. alloc may be NULL (malloc/free); it is copied.
+ * On error, NULL is returned. */
+attn_ws *attn_ws_create(const attn_allocator *alloc);
+
+/* Frees the workspace and its memory. NULL is a no-op. */
+void attn_ws_free(attn_ws *ws);
+
+/* Bytes currently reserved by the workspace (for metrics and tests). */
+size_t attn_ws_reserved(const attn_ws *ws);
+
+/* Gives back reserved memory above keep_bytes (after an unusually large request). */
+void attn_ws_trim(attn_ws *ws, size_t keep_bytes);
+
+/* ----------------------------------------------------------------- masks */
+
+typedef enum attn_causal {
+    ATTN_CAUSAL_NONE = 0,
+    ATTN_CAUSAL_TOP_LEFT = 1,     /* query i sees keys j <= i (torch SDPA is_causal) */
+    ATTN_CAUSAL_BOTTOM_RIGHT = 2, /* query i sees keys j <= i + (m - n) (FlashAttention >= 2.1) */
+} attn_causal;
+
+/* Reserved for sparse/local/global patterns (next issue): the union of the
+ * parts that are set. A NULL pattern means dense attention. */
+typedef struct attn_pattern attn_pattern;
+
+/*
+ * Everything that removes or biases (query, key) pairs of one [n][m] score
+ * matrix. All given masks combine: a key must pass every one.
+ * Bias and masks describe the first m_masked key columns; key columns at or
+ * past m_masked (the bias_k / zero-attention columns nn.MultiheadAttention
+ * appends) are always allowed and unbiased. m_masked == 0 means "all m".
+ */
+typedef struct attn_masks {
+    attn_causal causal;
+    const uint8_t *mask;        /* [n][m_masked] 1 = may attend (SDPA attn_mask), or NULL */
+    const uint8_t *key_padding; /* [m_masked] 1 = padding, ignored (MHA key_padding_mask), or NULL */
+    const float *bias;          /* [n][m_masked] added to the scaled (and capped) scores, or NULL */
+    size_t bias_head_stride;    /* multi-head only: head h adds bias + h * stride
+                                   (n * m_masked for [H][n][m] bias, 0 to share one) */
+    size_t m_masked;
+    const attn_pattern *pattern; /* NULL: dense */
+} attn_masks;
+
+/* ------------------------------------------------------ single head */
+
+typedef enum attn_score {
+    ATTN_SCORE_SCALED_DOT = 0, /* q.k * scale, scale defaults to 1/sqrt(dk) */
+    ATTN_SCORE_DOT = 1,        /* q.k (Luong dot) */
+    ATTN_SCORE_GENERAL = 2,    /* q^T W k, W [dq][dk] (Luong general) */
+    ATTN_SCORE_ADDITIVE = 3,   /* v^T tanh(W1 q + W2 k) (Bahdanau) */
+    ATTN_SCORE_CONCAT = 4,     /* v^T tanh(W [q; k]) (Luong concat) */
+} attn_score;
+
+/* Returns "scaled_dot", "dot", ... or NULL if s is unknown. */
+const char *attn_score_name(attn_score s);
+
+/* Parses a score name; returns 0 and sets *out, or ATTN_ERR_INVALID. */
+attn_status attn_score_parse(const char *name, attn_score *out);
+
+typedef struct attn_params {
+    attn_score score;
+    /* Scale for ATTN_SCORE_SCALED_DOT; a value <= 0 or NaN means 1/sqrt(dk).
+     * The value actually used is written to attn_result.scale. */
+    float scale;
+    /* Softcapping: s = softcap * tanh(s / softcap), after scaling and before
+     * masks and bias (FlashAttention, Gemma 2). 0 = off. */
+    float softcap;
+    /* Score weights, by score kind; unused ones are ignored:
+     * GENERAL:  w [dq][dk]
+     * ADDITIVE: w1 [da][dq], w2 [da][dk], v [da]
+     * CONCAT:   w [da][dq + dk], v [da] */
+    const float *w;
+    const float *w1;
+    const float *w2;
+    const float *v;
+    size_t da;
+    attn_masks masks;
+} attn_params;
+
+/* Where results go. Any pointer may be NULL: that result is not computed
+ * (weights are only materialised when asked for). */
+typedef struct attn_outputs {
+    float *output;  /* [n][dv] */
+    float *weights; /* [n][m] softmax weights; rows with no key left are 0 */
+    float *scores;  /* [n][m] pre-softmax scores after scale, softcap and bias;
+                       pairs removed by masks are -INFINITY */
+} attn_outputs;
+
+/* Resolved values a caller may want to report. */
+typedef struct attn_result {
+    float scale;            /* the scale actually applied (1 for dot/general/additive/concat) */
+    size_t n_empty_rows;    /* query rows that had no key left (their output is 0) */
+    size_t n_allowed_pairs; /* (query, key) pairs that took part */
+} attn_result;
+
+/*
+ * One attention head: out = softmax(score(q, k) masked) * v.
+ * q [n][dq], k [m][dk], v [m][dv]. For scaled_dot and dot dq must equal dk.
+ * A query row with no key left gets output 0 and weights 0 (as torch 2.x SDPA
+ * for the output), never NaN. Softmax subtracts the row maximum.
+ * res may be NULL.
+ * Returns ATTN_ERR_SHAPE / ATTN_ERR_INVALID for inconsistent arguments,
+ * ATTN_ERR_NOMEM if scratch memory cannot be had.
+ */
+attn_status attn_forward(attn_ws *ws, const attn_params *p, size_t n, size_t m,
+                         size_t dq, size_t dk, size_t dv, const float *q,
+                         const float *k, const float *v, attn_outputs *out,
+                         attn_result *res);
+
+/* --------------------------------------------------------- multi-head */
+
+/*
+ * Projection weights of a multi-head block, as in torch.nn.MultiheadAttention
+ * (state_dict names in brackets). With E = embed_dim, H = num_heads,
+ * hd = E / H, Hkv = num_kv_heads (H when 0), Ekv = Hkv * hd:
+ *   q_proj [E][E]      (in_proj_weight rows 0..E-1, or q_proj_weight)
+ *   k_proj [Ekv][kdim] (in_proj_weight rows E..E+Ekv-1, or k_proj_weight)
+ *   v_proj [Ekv][vdim] (in_proj_weight rows E+Ekv..E+2Ekv-1, or v_proj_weight)
+ *   q_bias [E], k_bias [Ekv], v_bias [Ekv] (slices of in_proj_bias), or NULL
+ *   out_proj [E][E] (out_proj.weight), out_bias [E] (out_proj.bias) or NULL
+ *   bias_k [Ekv], bias_v [Ekv]: appended as one extra key/value row, or NULL
+ * Query head h reads key/value head floor(h * Hkv / H) (SDPA enable_gqa).
+ */
+typedef struct attn_mha_weights {
+    const float *q_proj;
+    const float *k_proj;
+    const float *v_proj;
+    const float *q_bias;
+    const float *k_bias;
+    const float *v_bias;
+    const float *out_proj;
+    const float *out_bias;
+    const float *bias_k;
+    const float *bias_v;
+} attn_mha_weights;
+
+typedef struct attn_mha_config {
+    size_t embed_dim;    /* E */
+    size_t num_heads;    /* H, divides E */
+    size_t num_kv_heads; /* Hkv, divides H; 0 means H */
+    size_t kdim;         /* key input width; 0 means E */
+    size_t vdim;         /* value input width; 0 means E */
+    bool add_zero_attn;  /* append a zero key/value row after bias_k/bias_v */
+    attn_params attn;    /* score must be SCALED_DOT or DOT; scale, softcap, masks apply per head */
+} attn_mha_config;
+
+/* Key length a head sees: m, +1 with bias_k, +1 with add_zero_attn. */
+size_t attn_mha_keys(const attn_mha_config *c, const attn_mha_weights *w, size_t m);
+
+/* Results of a multi-head block; any pointer may be NULL. m' = attn_mha_keys(). */
+typedef struct attn_mha_outputs {
+    float *output;       /* [n][E] */
+    float *weights;      /* [H][n][m'] per head */
+    float *weights_avg;  /* [n][m'] mean over heads */
+    float *scores;       /* [H][n][m'] */
+    float *head_outputs; /* [H][n][hd] before out_proj */
+    float *q;            /* [n][E] projected queries */
+    float *k;            /* [m][Ekv] projected keys (without bias_k / zero row) */
+    float *v;            /* [m][Ekv] projected values */
+} attn_mha_outputs;
+
+/*
+ * Multi-head attention, self (key == query) or cross.
+ * query [n][E], key [m][kdim], value [m][vdim]; key/value may alias query.
+ * Masks in c->attn.masks cover [n][m] (the appended bias_k/zero rows are
+ * always allowed, as nn.MultiheadAttention pads its masks).
+ * Returns ATTN_ERR_SHAPE / ATTN_ERR_INVALID for inconsistent arguments,
+ * ATTN_ERR_NOMEM if scratch memory cannot be had.
+ */
+attn_status attn_mha_forward(attn_ws *ws, const attn_mha_config *c,
+                             const attn_mha_weights *w, size_t n, size_t m,
+                             const float *query, const float *key,
+                             const float *value, attn_mha_outputs *out,
+                             attn_result *res);
+
+/*
+ * Deterministic initial weights for a seed, so a user can start from
+ * embeddings alone. With the shapes of attn_mha_weights:
+ *   q_proj, k_proj, v_proj: xavier_uniform over the stacked in_proj
+ *     ([E + 2 Ekv][E] when kdim = vdim = E, else each on its own shape),
+ *     as torch.nn.MultiheadAttention._reset_parameters does;
+ *   out_proj: xavier_uniform [E][E];
+ *   biases (when bias is true): 0, as torch initialises them;
+ *   bias_k, bias_v (when add_bias_kv): xavier_normal [1][Ekv].
+ * Random numbers: splitmix64 seeded with seed, 24-bit uniform floats in [0,1),
+ * normals by Box-Muller. The numbers differ from torch's RNG; the
+ * distributions are the same.
+ * Storage: *out_store receives one buffer (free with attn_free_buffer) that
+ * all pointers in *w point into.
+ * Returns ATTN_ERR_NOMEM or ATTN_ERR_INVALID on failure (nothing allocated).
+ */
+attn_status attn_mha_init_seeded(const attn_mha_config *c, uint64_t seed,
+                                  bool bias, bool add_bias_kv,
+                                  attn_mha_weights *w, float **out_store);
+
+/* Frees a buffer the engine allocated for the caller with malloc. NULL is a no-op. */
+void attn_free_buffer(void *p);
+
+/* ------------------------------------------------------------- random */
+
+/* splitmix64 step; deterministic per seed, used for seeded init and tests. */
+uint64_t attn_rng_next(uint64_t *state);
+
+/* Uniform float in [0, 1) with 24 random bits. */
+float attn_rng_uniform(uint64_t *state);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATTN_H */

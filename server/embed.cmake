@@ -1,0 +1,8 @@
+# embed.cmake - turns a file into a C array (used for api/openapi.yaml and page assets).
+# cmake -DIN=file -DOUT=file.c -DSYM=name -P embed.cmake
+file(READ ${IN} hex HEX)
+string(LENGTH "${hex}" hexlen)
+math(EXPR len "${hexlen} / 2")
+string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," body "${hex}")
+file(WRITE ${OUT} "/* generated from ${IN}; do not edit */\n#include <stddef.h>\n"
+  "const char ${SYM}[] = {${body}0x00};\nconst size_t ${SYM}_len = ${len};\n")
