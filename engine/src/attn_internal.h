@@ -1,0 +1,115 @@
+/* attn_internal.h - interfaces shared by the engine's source files (not part of the public API). */
+#ifndef ATTN_INTERNAL_H
+#define ATTN_INTERNAL_H
+
+#include "attn.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------ sizes */
+
+/* Stores a * b in *out; returns false (and leaves *out alone) if it overflows size_t. */
+bool attn__size_mul(size_t a, size_t b, size_t *out);
+
+/* Stores a + b in *out; returns false (and leaves *out alone) if it overflows size_t. */
+bool attn__size_add(size_t a, size_t b, size_t *out);
+
+/* ------------------------------------------------------------- BLAS (attn_blas.c) */
+
+/* True when x fits the BLAS integer type (dimensions and leading dimensions). */
+bool attn__blas_fits(size_t x);
+
+/*
+ * Row-major C = alpha * op(A) * op(B) + beta * C, with op(A) [m][k], op(B) [k][n],
+ * C [m][n] and leading dimensions lda, ldb, ldc (row strides, in floats).
+ * trans_a means A is stored [k][m] (op(A) = A^T), likewise trans_b for B [n][k].
+ * Zero-sized products are handled here (BLAS rejects some of them): k == 0
+ * gives C = beta * C. Every dimension must satisfy attn__blas_fits (checked by
+ * the callers up front, asserted here).
+ */
+void attn__sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
+                 const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                 size_t ldc);
+
+/* ------------------------------------------------------------ workspace (attn_ws.c) */
+
+/*
+ * Scratch for the current call. The public entry points call attn__ws_reset
+ * first; everything handed out since then stays valid until the next reset.
+ * Returns 64-byte aligned memory, or NULL when the allocator fails or the size
+ * overflows (callers report ATTN_ERR_NOMEM; overflow is checked before asking).
+ */
+void *attn__ws_alloc(attn_ws *ws, size_t n_bytes);
+
+/* Same for n floats; NULL on failure (including n * sizeof(float) overflowing). */
+float *attn__ws_floats(attn_ws *ws, size_t n);
+
+/* Starts a call: all scratch handed out before becomes free again. */
+void attn__ws_reset(attn_ws *ws);
+
+/* ------------------------------------------------------------ masks (attn_mask.c) */
+
+/* Checks masks against an [n][m] score matrix: ATTN_ERR_SHAPE if m_masked > m,
+ * ATTN_ERR_INVALID for an unknown causal mode, ATTN_ERR_UNSUPPORTED for a
+ * pattern (not implemented yet). */
+attn_status attn__masks_check(const attn_masks *mk, size_t m);
+
+/* True if the masks remove or bias nothing (the kernel then skips them). */
+bool attn__masks_empty(const attn_masks *mk);
+
+/*
+ * Applies masks and bias to rows [i0, i0 + rows) of an [n][m] score matrix,
+ * stored as s [rows][lds]: removed pairs become -INFINITY, the bias of head
+ * `head` is added to the others. Columns at or past m_masked are untouched.
+ * Returns the number of (query, key) pairs left, counting those columns.
+ */
+size_t attn__masks_apply(const attn_masks *mk, size_t head, size_t n, size_t m, size_t i0,
+                         size_t rows, float *s, size_t lds);
+
+/* ------------------------------------------------------------ one head (attn_core.c) */
+
+/*
+ * One attention head over strided operands, so that multi-head attention can
+ * run on column slices of the projected Q/K/V without copying them.
+ * q [n][dq] row stride ldq, k [m][dk] stride ldk, v [m][dv] stride ldv,
+ * out [n][dv] stride ldo. weights and scores are contiguous [n][m].
+ * weights_acc, if set, receives += acc_scale * weights (head averages).
+ */
+typedef struct attn__head {
+    const attn_params *p; /* score kind and its weights, softcap, masks */
+    float scale;          /* resolved by attn__scale_resolve */
+    size_t head;          /* selects the bias slice: masks.bias + head * bias_head_stride */
+    size_t n, m, dq, dk, dv;
+    const float *q;
+    size_t ldq;
+    const float *k;
+    size_t ldk;
+    const float *v;
+    size_t ldv;
+    float *out;
+    size_t ldo;
+    float *weights;
+    float *scores;
+    float *weights_acc;
+    float acc_scale;
+} attn__head;
+
+/* The scale a scaled-dot score uses for key width dk (1 for other scores). */
+float attn__scale_resolve(const attn_params *p, size_t dk);
+
+/* Checks score kind, score weights, softcap and scale: ATTN_ERR_INVALID on a bad value. */
+attn_status attn__params_check(const attn_params *p);
+
+/* Floats of scratch attn__head_forward needs for h; ATTN_ERR_OVERFLOW if that overflows. */
+attn_status attn__head_scratch_floats(const attn__head *h, size_t *n_floats);
+
+/*
+ * Runs one head with caller-provided scratch (attn__head_scratch_floats
+ * floats). Adds the rows that had no key left and the pairs that took part to
+ * *n_empty and *n_allowed. Arguments must have been validated.
+ */
+void attn__head_forward(const attn__head *h, float *scratch, size_t *n_empty, size_t *n_allowed);
+
+#endif /* ATTN_INTERNAL_H */

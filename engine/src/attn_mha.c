@@ -1,0 +1,191 @@
+/* attn_mha.c - multi-head attention as torch.nn.MultiheadAttention computes it (plus GQA/MQA). */
+#include "attn_internal.h"
+
+#include <string.h>
+
+size_t attn_mha_keys(const attn_mha_config *c, const attn_mha_weights *w, size_t m)
+{
+    size_t keys = m;
+    if (w && w->bias_k)
+        keys++;
+    if (c && c->add_zero_attn)
+        keys++;
+    return keys;
+}
+
+/* y [rows][n_out] (row stride ldy) = x [rows][n_in] * wt^T + b, wt [n_out][n_in] (Linear layout).
+ */
+static void linear(const float *x, size_t rows, size_t n_in, const float *wt, const float *b,
+                   size_t n_out, float *y, size_t ldy)
+{
+    if (b)
+        for (size_t r = 0; r < rows; r++)
+            memcpy(y + r * ldy, b, n_out * sizeof(float));
+    attn__sgemm(false, true, rows, n_out, n_in, 1.0f, x, n_in, wt, n_in, b ? 1.0f : 0.0f, y, ldy);
+}
+
+/* Dimensions of one call, resolved from the config. */
+typedef struct mha_dims {
+    size_t E, H, Hkv, hd, Ekv, kdim, vdim, keys;
+} mha_dims;
+
+static attn_status mha_check(const attn_mha_config *c, const attn_mha_weights *w, size_t n,
+                             size_t m, const float *query, const float *key, const float *value,
+                             mha_dims *d)
+{
+    attn_status st;
+    size_t t;
+
+    d->E = c->embed_dim;
+    d->H = c->num_heads;
+    d->Hkv = c->num_kv_heads ? c->num_kv_heads : c->num_heads;
+    d->kdim = c->kdim ? c->kdim : c->embed_dim;
+    d->vdim = c->vdim ? c->vdim : c->embed_dim;
+    if (d->E == 0 || d->H == 0 || d->E % d->H != 0 || d->Hkv > d->H || d->H % d->Hkv != 0)
+        return ATTN_ERR_INVALID;
+    d->hd = d->E / d->H;
+    d->Ekv = d->Hkv * d->hd;
+    d->keys = attn_mha_keys(c, w, m);
+
+    if (c->attn.score != ATTN_SCORE_SCALED_DOT && c->attn.score != ATTN_SCORE_DOT)
+        return ATTN_ERR_INVALID;
+    if ((st = attn__params_check(&c->attn)) != ATTN_OK)
+        return st;
+    if (!w->q_proj || !w->k_proj || !w->v_proj || !w->out_proj)
+        return ATTN_ERR_INVALID;
+    if ((w->bias_k == NULL) != (w->bias_v == NULL)) /* torch adds both or neither */
+        return ATTN_ERR_INVALID;
+    if (c->attn.masks.m_masked != 0 && c->attn.masks.m_masked != m)
+        return ATTN_ERR_SHAPE;
+    if ((st = attn__masks_check(&c->attn.masks, m)) != ATTN_OK)
+        return st;
+    if ((n > 0 && !query) || (m > 0 && (!key || !value)))
+        return ATTN_ERR_INVALID;
+
+    if (!attn__blas_fits(n) || !attn__blas_fits(d->keys) || !attn__blas_fits(d->E) ||
+        !attn__blas_fits(d->kdim) || !attn__blas_fits(d->vdim))
+        return ATTN_ERR_OVERFLOW;
+    /* Largest tensors: [H][n][m'] weights and scores, [n][E], [m'][Ekv]. */
+    if (!attn__size_mul(d->H, n, &t) || !attn__size_mul(t, d->keys, &t) ||
+        !attn__size_mul(t, sizeof(float), &t) || !attn__size_mul(n, d->E, &t) ||
+        !attn__size_mul(t, sizeof(float), &t) || !attn__size_mul(d->keys, d->Ekv, &t) ||
+        !attn__size_mul(t, sizeof(float), &t) || !attn__size_mul(m, d->kdim, &t) ||
+        !attn__size_mul(m, d->vdim, &t))
+        return ATTN_ERR_OVERFLOW;
+    return ATTN_OK;
+}
+
+/*
+ * Projects m input rows into a [m'][Ekv] key or value matrix and appends the
+ * bias_k/bias_v row and the zero row, as nn.MultiheadAttention does after its
+ * in-projection.
+ */
+static void mha_project_kv(const float *x, size_t m, size_t n_in, const float *wt, const float *b,
+                           const float *extra, bool zero_row, size_t Ekv, float *y)
+{
+    linear(x, m, n_in, wt, b, Ekv, y, Ekv);
+    size_t row = m;
+    if (extra)
+        memcpy(y + row++ * Ekv, extra, Ekv * sizeof(float));
+    if (zero_row)
+        memset(y + row * Ekv, 0, Ekv * sizeof(float));
+}
+
+attn_status attn_mha_forward(attn_ws *ws, const attn_mha_config *c, const attn_mha_weights *w,
+                             size_t n, size_t m, const float *query, const float *key,
+                             const float *value, attn_mha_outputs *out, attn_result *res)
+{
+    attn_status st;
+    mha_dims d;
+
+    if (!ws || !c || !w || !out)
+        return ATTN_ERR_INVALID;
+    if ((st = mha_check(c, w, n, m, query, key, value, &d)) != ATTN_OK)
+        return st;
+
+    /* Per-head parameters: masks describe the m real keys; the appended rows
+     * lie past m_masked and so are always allowed, as torch pads its masks.
+     * With no real key the masks describe nothing at all. */
+    attn_params hp = c->attn;
+    hp.masks.m_masked = m;
+    if (m == 0)
+        memset(&hp.masks, 0, sizeof(hp.masks));
+
+    const size_t mk = d.keys;
+    const bool need_heads = out->output || out->head_outputs;
+    attn__head h = {
+        .p = &hp,
+        .scale = attn__scale_resolve(&hp, d.hd),
+        .n = n,
+        .m = mk,
+        .dq = d.hd,
+        .dk = d.hd,
+        .dv = d.hd,
+        .ldq = d.E,
+        .ldk = d.Ekv,
+        .ldv = d.Ekv,
+        .ldo = d.E,
+        .weights = out->weights, /* only its nullness matters for the scratch size */
+        .acc_scale = 1.0f / (float)d.H,
+    };
+    size_t head_floats;
+    if ((st = attn__head_scratch_floats(&h, &head_floats)) != ATTN_OK)
+        return st;
+
+    attn__ws_reset(ws);
+    float *qp = out->q;
+    float *kp = attn__ws_floats(ws, mk * d.Ekv);
+    float *vp = attn__ws_floats(ws, mk * d.Ekv);
+    float *heads = need_heads ? attn__ws_floats(ws, n * d.E) : NULL;
+    float *scratch = head_floats ? attn__ws_floats(ws, head_floats) : NULL;
+    if (!qp)
+        qp = attn__ws_floats(ws, n * d.E);
+    if (!qp || !kp || !vp || (need_heads && !heads) || (head_floats && !scratch))
+        return ATTN_ERR_NOMEM;
+
+    linear(query, n, d.E, w->q_proj, w->q_bias, d.E, qp, d.E);
+    mha_project_kv(key, m, d.kdim, w->k_proj, w->k_bias, w->bias_k, c->add_zero_attn, d.Ekv, kp);
+    mha_project_kv(value, m, d.vdim, w->v_proj, w->v_bias, w->bias_v, c->add_zero_attn, d.Ekv, vp);
+    if (out->k)
+        memcpy(out->k, kp, m * d.Ekv * sizeof(float));
+    if (out->v)
+        memcpy(out->v, vp, m * d.Ekv * sizeof(float));
+    if (out->weights_avg)
+        memset(out->weights_avg, 0, n * mk * sizeof(float));
+
+    /* Masks are shared by the heads, so each head sees the same empty rows and
+     * pairs (a per-head -inf bias aside): report one head's worth, the largest. */
+    size_t max_empty = 0, max_allowed = 0;
+    for (size_t hi = 0; hi < d.H; hi++) {
+        const size_t kv = hi * d.Hkv / d.H; /* GQA: SDPA enable_gqa grouping */
+        h.head = hi;
+        h.q = qp + hi * d.hd;
+        h.k = kp + kv * d.hd;
+        h.v = vp + kv * d.hd;
+        h.out = need_heads ? heads + hi * d.hd : NULL;
+        h.weights = out->weights ? out->weights + hi * n * mk : NULL;
+        h.scores = out->scores ? out->scores + hi * n * mk : NULL;
+        h.weights_acc = out->weights_avg;
+        size_t n_empty = 0, n_allowed = 0;
+        attn__head_forward(&h, scratch, &n_empty, &n_allowed);
+        if (n_empty > max_empty)
+            max_empty = n_empty;
+        if (n_allowed > max_allowed)
+            max_allowed = n_allowed;
+    }
+
+    if (out->head_outputs)
+        for (size_t hi = 0; hi < d.H; hi++)
+            for (size_t i = 0; i < n; i++)
+                memcpy(out->head_outputs + (hi * n + i) * d.hd, heads + i * d.E + hi * d.hd,
+                       d.hd * sizeof(float));
+    if (out->output)
+        linear(heads, n, d.E, w->out_proj, w->out_bias, d.E, out->output, d.E);
+
+    if (res) {
+        res->scale = h.scale;
+        res->n_empty_rows = max_empty;
+        res->n_allowed_pairs = max_allowed;
+    }
+    return ATTN_OK;
+}
