@@ -210,7 +210,7 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res);
 void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res);
 
 /* The embedded api/openapi.yaml (generated at build time). */
-extern const char srv_openapi_yaml[];
+extern const char *const srv_openapi_yaml;
 extern const size_t srv_openapi_yaml_len;
 
 /* ------------------------------------------------------------ transport */

@@ -1,0 +1,92 @@
+/* main.c - attention-server: flags and environment, start, wait for a signal, drain, stop. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "srv.h"
+
+/* Waits until no request is in flight or the drain timeout passes; returns
+ * the requests still running (they are cut short by the stop). */
+static unsigned drain_wait(srv_http *h, unsigned drain_s)
+{
+    double deadline = srv_now_ms() + drain_s * 1000.0;
+    const struct timespec tick = {0, 10 * 1000 * 1000};
+
+    while (srv_http_in_flight(h) > 0 && srv_now_ms() < deadline)
+        nanosleep(&tick, NULL);
+    return srv_http_in_flight(h);
+}
+
+int main(int argc, char **argv)
+{
+    srv_app app;
+    srv_http *h;
+    char out[8192], err[512];
+    sigset_t stop_set;
+    struct sigaction ign;
+    int sig = 0;
+    unsigned cut;
+    bool v6;
+
+    memset(&app, 0, sizeof app);
+    srv_config_defaults(&app.config);
+    switch (srv_config_parse(&app.config, argc, argv, NULL, out, sizeof out, err, sizeof err)) {
+    case SRV_CLI_EXIT:
+        fputs(out, stdout);
+        return 0;
+    case SRV_CLI_ERROR:
+        fprintf(stderr, "attention-server: %s\n", err);
+        return 2;
+    case SRV_CLI_RUN:
+        break;
+    }
+    attn_blas_set_threads(app.config.blas_threads);
+
+    /* A client that hangs up mid-response must not kill the process. */
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGPIPE, &ign, NULL);
+    /* Blocked before any thread exists, so MHD's threads inherit the mask
+     * and the signals wait for sigwait() below instead of interrupting a
+     * worker mid-request. */
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGTERM);
+    sigaddset(&stop_set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+
+    app.start_time = srv_now_ms();
+    h = srv_http_start(&app, err, sizeof err);
+    if (h == NULL) {
+        fprintf(stderr, "attention-server: %s\n", err);
+        return 1;
+    }
+    app.ready = 1;
+    v6 = strchr(app.config.host, ':') != NULL;
+    if (!app.config.quiet) {
+        printf("attention-server %s listening on http://%s%s%s:%u\n", SRV_VERSION, v6 ? "[" : "",
+               app.config.host, v6 ? "]" : "", app.bound_port);
+        fflush(stdout);
+    }
+
+    while (sigwait(&stop_set, &sig) != 0)
+        ;
+
+    /* Readiness goes first so load balancers stop routing here, then the
+     * listener; requests already accepted get up to --drain-timeout. */
+    app.draining = 1;
+    app.ready = 0;
+    srv_http_quiesce(h);
+    cut = drain_wait(h, app.config.drain_s);
+    /* Stopping joins MHD's threads, which would wait for the computations
+     * the drain timeout just gave up on; past it, the process simply ends
+     * and takes them along. */
+    if (cut == 0)
+        srv_http_stop(h);
+    if (!app.config.quiet)
+        fprintf(stderr, "attention-server: stopped on %s (%u request%s cut short)\n",
+                sig == SIGINT ? "SIGINT" : "SIGTERM", cut, cut == 1 ? "" : "s");
+    return 0;
+}

@@ -1,0 +1,15 @@
+/* routes.c - the route table: every endpoint the service answers, in one place. */
+#include "srv.h"
+
+/* Order matters only among patterns that could match the same path: the
+ * first match wins, so literal routes go before {name} patterns. */
+const srv_route srv_routes[] = {
+    {"GET", "/healthz", srv_h_healthz, false},
+    {"GET", "/readyz", srv_h_readyz, false},
+    {"GET", "/v1/info", srv_h_info, false},
+    {"GET", "/openapi.yaml", srv_h_openapi, false},
+    {"POST", "/v1/attention", srv_h_attention, true},
+    {"POST", "/v1/multihead_attention", srv_h_mha, true},
+};
+
+const size_t srv_n_routes = sizeof srv_routes / sizeof srv_routes[0];
