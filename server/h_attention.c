@@ -118,13 +118,15 @@ static bool read_causal(const cJSON *root, req_common *c, srv_err *e)
     ptr_of(&p, "causal");
     if (cJSON_IsBool(it)) {
         c->causal = cJSON_IsTrue(it) ? ATTN_CAUSAL_TOP_LEFT : ATTN_CAUSAL_NONE;
+    } else if (cJSON_IsString(it) && strcmp(it->valuestring, "none") == 0) {
+        c->causal = ATTN_CAUSAL_NONE;
     } else if (cJSON_IsString(it) && strcmp(it->valuestring, "top_left") == 0) {
         c->causal = ATTN_CAUSAL_TOP_LEFT;
     } else if (cJSON_IsString(it) && strcmp(it->valuestring, "bottom_right") == 0) {
         c->causal = ATTN_CAUSAL_BOTTOM_RIGHT;
     } else {
         return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
-                           "causal: expected true, false, \"top_left\" or \"bottom_right\"");
+                           "causal: expected true, false, \"none\", \"top_left\" or \"bottom_right\"");
     }
     return true;
 }
@@ -435,6 +437,15 @@ static void write_tensor(srv_jw *w, const char *key, const float *data, out_shap
 {
     srv_jw_key(w, key);
     srv_jw_tensor(w, data, s.rank, s.d);
+}
+
+/* A float32 meta value at full precision, whatever precision the arrays use. */
+static void meta_float(srv_jw *w, float v)
+{
+    int keep = w->precision;
+    w->precision = 0;
+    srv_jw_float(w, v);
+    w->precision = keep;
 }
 
 static void write_common_meta(srv_jw *w, const req_common *c)
@@ -759,7 +770,7 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     srv_jw_key(&w, "score");
     srv_jw_str(&w, attn_score_name(p.score));
     srv_jw_key(&w, "scale");
-    srv_jw_double(&w, scale_used);
+    meta_float(&w, scale_used);
     write_common_meta(&w, &c);
     srv_jw_key(&w, "shapes");
     srv_jw_obj_begin(&w);
@@ -1176,7 +1187,7 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
     srv_jw_key(&jw, "key_length");
     srv_jw_uint(&jw, mp);
     srv_jw_key(&jw, "scale");
-    srv_jw_double(&jw, scale_used);
+    meta_float(&jw, scale_used);
     srv_jw_key(&jw, "bias");
     srv_jw_bool(&jw, has_bias);
     srv_jw_key(&jw, "add_bias_kv");

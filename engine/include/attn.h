@@ -255,15 +255,18 @@ attn_status attn_mha_forward(attn_ws *ws, const attn_mha_config *c,
  *   q_proj, k_proj, v_proj: xavier_uniform over the stacked in_proj
  *     ([E + 2 Ekv][E] when kdim = vdim = E, else each on its own shape),
  *     as torch.nn.MultiheadAttention._reset_parameters does;
- *   out_proj: xavier_uniform [E][E];
+ *   out_proj: xavier_uniform [E][E] (torch keeps nn.Linear's default,
+ *     U(-1/sqrt(E), 1/sqrt(E)), there: the one distribution that differs);
  *   biases (when bias is true): 0, as torch initialises them;
- *   bias_k, bias_v (when add_bias_kv): xavier_normal [1][Ekv].
+ *   bias_k, bias_v (when add_bias_kv): xavier_normal on torch's [1][1][Ekv]
+ *     shape (fan_in = fan_out = Ekv, std = sqrt(1 / Ekv)).
  * Random numbers: splitmix64 seeded with seed, 24-bit uniform floats in [0,1),
- * normals by Box-Muller. The numbers differ from torch's RNG; the
- * distributions are the same.
+ * normals by Box-Muller, drawn in the order in_proj (or q, k, v), out_proj,
+ * bias_k, bias_v. The numbers differ from torch's RNG.
  * Storage: *out_store receives one buffer (free with attn_free_buffer) that
  * all pointers in *w point into.
- * Returns ATTN_ERR_NOMEM or ATTN_ERR_INVALID on failure (nothing allocated).
+ * Returns ATTN_ERR_NOMEM, ATTN_ERR_INVALID or ATTN_ERR_OVERFLOW on failure
+ * (nothing allocated).
  */
 attn_status attn_mha_init_seeded(const attn_mha_config *c, uint64_t seed,
                                   bool bias, bool add_bias_kv,
