@@ -495,11 +495,18 @@ static void write_tokens(srv_jw *w, const req_common *c)
     }
 }
 
-/* Hands a finished writer buffer to the response (500 when it ran out of memory). */
-static void finish_json(srv_response *res, srv_buf *b)
+/* Closes meta (empty_rows, elapsed_ms) and the body, and hands the buffer to
+ * the response (500 when it ran out of memory). */
+static void finish_json(srv_response *res, srv_jw *w, size_t empty_rows, double engine_ms)
 {
+    srv_jw_key(w, "empty_rows");
+    srv_jw_uint(w, empty_rows);
+    srv_jw_key(w, "elapsed_ms");
+    srv_jw_double(w, engine_ms);
+    srv_jw_obj_end(w);
+    srv_jw_obj_end(w);
     size_t len = 0;
-    char *body = srv_buf_detach(b, &len);
+    char *body = srv_buf_detach(w->b, &len);
     if (!body) {
         srv_err e;
         srv_err_set(&e, 500, SRV_CODE_INTERNAL, "", "out of memory while writing the response");
@@ -507,6 +514,7 @@ static void finish_json(srv_response *res, srv_buf *b)
         return;
     }
     srv_response_set(res, 200, "application/json", body, len);
+    res->inference_ms = engine_ms > 0 ? engine_ms : 1e-6;
 }
 
 static bool engine_error(attn_status st, srv_err *e)
@@ -781,14 +789,7 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     shape_json(&w, "output", so.d, so.rank);
     shape_json(&w, "weights", sm.d, sm.rank);
     srv_jw_obj_end(&w);
-    srv_jw_key(&w, "empty_rows");
-    srv_jw_uint(&w, empty_rows);
-    srv_jw_key(&w, "elapsed_ms");
-    srv_jw_double(&w, engine_ms);
-    srv_jw_obj_end(&w);
-    srv_jw_obj_end(&w);
-    finish_json(res, &b);
-    res->inference_ms = engine_ms > 0 ? engine_ms : 1e-6;
+    finish_json(res, &w, empty_rows, engine_ms);
     goto done;
 
 fail:
@@ -1215,14 +1216,7 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
     shape_json(&jw, "output", shapes[0].d, shapes[0].rank);
     shape_json(&jw, "weights", shapes[1].d, shapes[1].rank);
     srv_jw_obj_end(&jw);
-    srv_jw_key(&jw, "empty_rows");
-    srv_jw_uint(&jw, empty_rows);
-    srv_jw_key(&jw, "elapsed_ms");
-    srv_jw_double(&jw, engine_ms);
-    srv_jw_obj_end(&jw);
-    srv_jw_obj_end(&jw);
-    finish_json(res, &bb);
-    res->inference_ms = engine_ms > 0 ? engine_ms : 1e-6;
+    finish_json(res, &jw, empty_rows, engine_ms);
     goto done;
 
 fail:

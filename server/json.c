@@ -784,25 +784,33 @@ static bool tr_read(tensor_read *t, const cJSON *item, size_t lo, size_t hi, boo
     return tr_read_nested(t, item, lo, hi, allow_empty, max_elements);
 }
 
-bool srv_json_read_tensor(const cJSON *item, const srv_ptr *where, const char *name,
-                          size_t rank_min, size_t rank_max, bool allow_empty, size_t max_elements,
-                          srv_tensor *out, srv_err *e)
+/* Shared by the float and bool readers: the walk is the same, only the
+ * element type differs. On success the caller takes t->data. */
+static bool tr_run(tensor_read *t, const cJSON *item, const srv_ptr *where, const char *name,
+                   bool boolean, size_t rank_min, size_t rank_max, bool allow_empty,
+                   size_t max_elements, srv_err *e)
 {
-    memset(out, 0, sizeof *out);
     srv_ptr root;
     if (where == NULL) {
         srv_ptr_root(&root);
         where = &root;
     }
+    memset(t, 0, sizeof *t);
+    t->where = where;
+    t->name = name != NULL ? name : "value";
+    t->boolean = boolean;
+    t->e = e;
+    return tr_read(t, item, rank_min, rank_max, allow_empty, max_elements);
+}
+
+bool srv_json_read_tensor(const cJSON *item, const srv_ptr *where, const char *name,
+                          size_t rank_min, size_t rank_max, bool allow_empty, size_t max_elements,
+                          srv_tensor *out, srv_err *e)
+{
     tensor_read t;
-    memset(&t, 0, sizeof t);
-    t.where = where;
-    t.name = name != NULL ? name : "value";
-    t.boolean = false;
-    t.e = e;
-    if (!tr_read(&t, item, rank_min, rank_max, allow_empty, max_elements)) {
+    memset(out, 0, sizeof *out);
+    if (!tr_run(&t, item, where, name, false, rank_min, rank_max, allow_empty, max_elements, e))
         return false;
-    }
     out->data = t.data;
     out->rank = t.rank;
     memcpy(out->shape, t.shape, sizeof out->shape);
@@ -814,22 +822,11 @@ bool srv_json_read_btensor(const cJSON *item, const srv_ptr *where, const char *
                            size_t rank_min, size_t rank_max, size_t max_elements, srv_btensor *out,
                            srv_err *e)
 {
-    memset(out, 0, sizeof *out);
-    srv_ptr root;
-    if (where == NULL) {
-        srv_ptr_root(&root);
-        where = &root;
-    }
     tensor_read t;
-    memset(&t, 0, sizeof t);
-    t.where = where;
-    t.name = name != NULL ? name : "value";
-    t.boolean = true;
-    t.e = e;
+    memset(out, 0, sizeof *out);
     /* Masks may be empty: their shape is checked against the other inputs. */
-    if (!tr_read(&t, item, rank_min, rank_max, true, max_elements)) {
+    if (!tr_run(&t, item, where, name, true, rank_min, rank_max, true, max_elements, e))
         return false;
-    }
     out->data = t.data;
     out->rank = t.rank;
     memcpy(out->shape, t.shape, sizeof out->shape);
