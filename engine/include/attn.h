@@ -95,9 +95,58 @@ typedef enum attn_causal {
     ATTN_CAUSAL_BOTTOM_RIGHT = 2, /* query i sees keys j <= i + (m - n) (FlashAttention >= 2.1) */
 } attn_causal;
 
-/* Reserved for sparse/local/global patterns (next issue): the union of the
- * parts that are set. A NULL pattern means dense attention. */
-typedef struct attn_pattern attn_pattern;
+/*
+ * Sparse/local/global attention pattern: query i may attend key j when ANY
+ * part that is set allows (i, j) (the union); the result is then combined
+ * with every mask (a pair must also pass causal, mask and key_padding).
+ * i and j are plain indices, 0 <= i < n, 0 <= j < m_masked, compared as they
+ * are also when n != m (no re-alignment; causal alignment is separate).
+ * The pattern covers the first m_masked key columns; appended columns (see
+ * attn_masks) stay allowed. Zero-initialise, then set the parts wanted; a
+ * pattern with no part set is ATTN_ERR_INVALID. A NULL pattern means dense.
+ *
+ *   has_window, window_left, window_right, dilation:
+ *       i - L*d <= j <= i + R*d and d divides (i - j), with L = window_left,
+ *       R = window_right, d = dilation (0 means 1). A symmetric window w
+ *       (|i - j| <= w) is L = R = w; FlashAttention's window_size (l, r)
+ *       is L = l, R = r; -1 = unbounded on that side (both -1: all pairs).
+ *       Values < -1 are invalid; dilation < 0 is invalid.
+ *   stride s (0 = unset): s divides (i - j), either sign (Sparse Transformer
+ *       strided; (i - j) mod s == 0 with a non-negative mod). s < 0 invalid.
+ *   global_tokens [n_global]: query g sees every key (if g < n) and every
+ *       query sees key g (if g < m_masked). Each index must be < max(n, m_masked).
+ *   block_size b (0 = unset): block-diagonal, i / b == j / b. b < 0 invalid.
+ *   random r (0 = unset), seed: BigBird-style random keys. For query i the
+ *       engine draws r keys with replacement, j_t = attn_rng_next(&st) % m_masked
+ *       for t = 0..r-1 with st = seed ^ ((i + 1) * 0x9E3779B97F4A7C15), so a
+ *       row gets at most r distinct extra keys (fewer on collisions), the same
+ *       for a given (seed, i, m_masked). r < 0 invalid.
+ */
+typedef struct attn_pattern {
+    bool has_window;
+    int64_t window_left;         /* keys before i (-1 unbounded) */
+    int64_t window_right;        /* keys after i (-1 unbounded) */
+    int64_t dilation;            /* 0 or 1: contiguous window */
+    int64_t stride;              /* 0: unset */
+    const size_t *global_tokens; /* [n_global] or NULL */
+    size_t n_global;
+    int64_t block_size; /* 0: unset */
+    int64_t random;     /* 0: unset */
+    uint64_t seed;
+} attn_pattern;
+
+/* Checks p for an [n][m] score matrix (m = the masked key columns):
+ * ATTN_ERR_INVALID for NULL, no part set, window/dilation/stride/block/random
+ * out of range (see attn_pattern), a global token >= max(n, m), or
+ * global_tokens NULL with n_global > 0. */
+attn_status attn_pattern_check(const attn_pattern *p, size_t n, size_t m);
+
+/* Fills allowed [n][m] (1 = may attend) with the pattern combined with the
+ * causal mode (pass ATTN_CAUSAL_NONE for the pattern alone). Other masks are
+ * the caller's to apply. Returns attn_pattern_check's errors, or
+ * ATTN_ERR_INVALID for a NULL allowed with n * m > 0 or an unknown causal. */
+attn_status attn_pattern_allowed(const attn_pattern *p, attn_causal causal, size_t n, size_t m,
+                                 uint8_t *allowed);
 
 /*
  * Everything that removes or biases (query, key) pairs of one [n][m] score

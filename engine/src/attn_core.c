@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Queries per block: the score block is BLOCK_ROWS x m floats, so memory stays
@@ -84,19 +85,89 @@ attn_status attn__params_check(const attn_params *p)
     return ATTN_OK;
 }
 
+/* Saturating a + b and a * b for the pattern bounds. */
+static size_t sat_add(size_t a, size_t b)
+{
+    size_t t;
+    return attn__size_add(a, b, &t) ? t : SIZE_MAX;
+}
+
+static size_t sat_mul(size_t a, size_t b)
+{
+    size_t t;
+    return attn__size_mul(a, b, &t) ? t : SIZE_MAX;
+}
+
+/*
+ * Widest key column set one sparse block (BLOCK_ROWS queries) can need, or 0
+ * when the sparse path does not apply: no pattern, weights requested (they are
+ * a full matrix anyway), a stride or an unbounded window (the union of a row
+ * block's keys is then spread over all m), or a bound that is not below m.
+ */
+static size_t sparse_width(const attn__head *h)
+{
+    const attn_pattern *pt = h->p->masks.pattern;
+    const size_t m = h->m, mm = h->p->masks.m_masked ? h->p->masks.m_masked : m;
+    const size_t rows = h->n < BLOCK_ROWS ? h->n : BLOCK_ROWS;
+    size_t left = 0, right = 0;
+
+    if (!pt || h->weights || pt->stride > 0 || m == 0)
+        return 0;
+    if (pt->has_window) {
+        if (pt->window_left < 0 || pt->window_right < 0)
+            return 0;
+        const size_t d = pt->dilation > 1 ? (size_t)pt->dilation : 1;
+        left = sat_mul((size_t)pt->window_left, d);
+        right = sat_mul((size_t)pt->window_right, d);
+    }
+    if (pt->block_size > 0) {
+        const size_t b1 = (size_t)pt->block_size - 1;
+        left = left > b1 ? left : b1;
+        right = right > b1 ? right : b1;
+    }
+    size_t w = sat_add(sat_add(rows, left), right);
+    w = sat_add(w, pt->n_global);
+    w = sat_add(w, sat_mul(rows, (size_t)pt->random));
+    w = sat_add(w, m - mm);
+    return w < m ? w : 0;
+}
+
 attn_status attn__head_scratch_floats(const attn__head *h, size_t *n_floats)
 {
     const attn_score s = h->p->score;
     const size_t rows = h->n < BLOCK_ROWS ? h->n : BLOCK_ROWS;
+    const attn_pattern *pt = h->p->masks.pattern;
+    const size_t mm = h->p->masks.m_masked ? h->p->masks.m_masked : h->m;
+    const size_t sw = sparse_width(h);
     size_t total = 0, t;
 
     if (h->n == 0 || h->m == 0) {
         *n_floats = 0;
         return ATTN_OK;
     }
-    if (!h->weights) { /* otherwise scores are built in the caller's weights rows */
-        if (!attn__size_mul(rows, h->m, &total))
+    if (sw) {
+        /* tile [rows][W], gathered keys [W][max(dk, da)] and values [W][dv],
+         * cols [W] and random keys [rows][r] (size_t, counted as 2 floats
+         * each), and one dense row [m] + pattern row [mm] for global queries. */
+        const size_t kw = score_is_additive(s) ? (h->p->da > h->dk ? h->p->da : h->dk) : h->dk;
+        t = sat_mul(rows, sw);
+        t = sat_add(t, sat_mul(sw, sat_add(kw, h->dv)));
+        t = sat_add(t, sat_mul(2, sw));
+        t = sat_add(t, sat_mul(2, sat_mul(rows, (size_t)pt->random)));
+        if (pt->n_global > 0)
+            t = sat_add(t, sat_add(h->m, mm / sizeof(float) + 1));
+        if (t == SIZE_MAX)
             return ATTN_ERR_OVERFLOW;
+        total = t;
+    } else {
+        if (!h->weights) { /* otherwise scores are built in the caller's weights rows */
+            if (!attn__size_mul(rows, h->m, &total))
+                return ATTN_ERR_OVERFLOW;
+        }
+        if (pt) { /* one pattern row of mm bytes */
+            if (!attn__size_add(total, mm / sizeof(float) + 1, &total))
+                return ATTN_ERR_OVERFLOW;
+        }
     }
     if (s == ATTN_SCORE_GENERAL) { /* Q_blk W [rows][dk] */
         if (!attn__size_mul(rows, h->dk, &t) || !attn__size_add(total, t, &total))
@@ -108,7 +179,7 @@ attn_status attn__head_scratch_floats(const attn__head *h, size_t *n_floats)
             return ATTN_ERR_OVERFLOW;
     }
     /* Keep each piece on its own cache lines (16 floats). */
-    if (!attn__size_add(total, 3 * 16, &total))
+    if (!attn__size_add(total, 12 * 16, &total))
         return ATTN_ERR_OVERFLOW;
     *n_floats = total;
     return ATTN_OK;
@@ -191,13 +262,207 @@ static bool softmax_row(float *row, size_t m)
     return true;
 }
 
-void attn__head_forward(const attn__head *h, float *scratch, size_t *n_empty, size_t *n_allowed)
+/* Scratch of attn__head_forward, carved from the caller's block. */
+typedef struct head_bufs {
+    float *sbuf;      /* dense: [rows][m] scores when weights are not requested */
+    float *tmp;       /* projected queries of a block (general, additive, concat) */
+    float *keys_proj; /* additive/concat: K W2^T [m][da] */
+    uint8_t *pat_row; /* [mm] one pattern row */
+    /* sparse path */
+    size_t width; /* 0: dense path */
+    float *tile;  /* [rows][width] */
+    float *gk;    /* [width][max(dk, da)] gathered keys (or projected keys) */
+    float *gv;    /* [width][dv] gathered values */
+    size_t *cols; /* [width] key columns of the tile */
+    size_t *rnd;  /* [rows][r] random keys per row */
+    float *srow;  /* [m] dense row for global queries */
+} head_bufs;
+
+/* Rows [i0, i0 + rows) over all m keys, in s [rows][m] (the dense path). */
+static void dense_block(const attn__head *h, const head_bufs *b, size_t i0, size_t rows, float *s,
+                        size_t *n_empty, size_t *n_allowed)
 {
     const attn_params *p = h->p;
     const size_t n = h->n, m = h->m;
+    bool empty[BLOCK_ROWS];
+
+    block_scores(h, i0, rows, s, b->tmp, b->keys_proj);
+    if (p->softcap > 0.0f) {
+        const float c = p->softcap, inv_c = 1.0f / p->softcap;
+        for (size_t x = 0; x < rows * m; x++)
+            s[x] = c * tanhf(s[x] * inv_c);
+    }
+    if (!attn__masks_empty(&p->masks))
+        *n_allowed += attn__masks_apply(&p->masks, h->head, n, m, i0, rows, s, m, b->pat_row);
+    else
+        *n_allowed += rows * m;
+    if (h->scores)
+        memcpy(h->scores + i0 * m, s, rows * m * sizeof(float));
+
+    for (size_t r = 0; r < rows; r++) {
+        empty[r] = !softmax_row(s + r * m, m);
+        if (empty[r])
+            (*n_empty)++;
+    }
+    if (h->weights_acc) {
+        float *acc = h->weights_acc + i0 * m;
+        for (size_t x = 0; x < rows * m; x++)
+            acc[x] += h->acc_scale * s[x];
+    }
+    if (h->out) {
+        float *o = h->out + i0 * h->ldo;
+        attn__sgemm(false, false, rows, h->dv, m, 1.0f, s, m, h->v, h->ldv, 0.0f, o, h->ldo);
+        /* Exactly 0, even if v holds values that 0 * v would not zero. */
+        for (size_t r = 0; r < rows; r++)
+            if (empty[r])
+                memset(o + r * h->ldo, 0, h->dv * sizeof(float));
+    }
+}
+
+static int cmp_size(const void *a, const void *b)
+{
+    const size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Rows [i0, i0 + rows) (none a global query) over only the keys the pattern
+ * can let them see: the band the window / blocks of these rows span, plus the
+ * global keys, the rows' random keys and the appended columns, gathered.
+ */
+static void sparse_block(const attn__head *h, const head_bufs *b, size_t i0, size_t rows,
+                         size_t *n_empty, size_t *n_allowed)
+{
+    const attn_params *p = h->p;
+    const attn_pattern *pt = p->masks.pattern;
+    const size_t n = h->n, m = h->m, mm = p->masks.m_masked ? p->masks.m_masked : m;
+    const size_t ilast = i0 + rows - 1;
+    size_t lo = SIZE_MAX, hi = 0, nc = 0;
+    bool empty[BLOCK_ROWS];
+
+    if (pt->has_window) { /* bounded here: sparse_width checked it */
+        const size_t d = pt->dilation > 1 ? (size_t)pt->dilation : 1;
+        const size_t l = (size_t)pt->window_left * d, r = (size_t)pt->window_right * d;
+        const size_t wl = i0 > l ? i0 - l : 0, wh = sat_add(ilast, sat_add(r, 1));
+        lo = wl < lo ? wl : lo;
+        hi = wh > hi ? wh : hi;
+    }
+    if (pt->block_size > 0) {
+        const size_t bs = (size_t)pt->block_size;
+        const size_t bl = i0 / bs * bs, bh = sat_mul(ilast / bs + 1, bs);
+        lo = bl < lo ? bl : lo;
+        hi = bh > hi ? bh : hi;
+    }
+    if (hi > mm)
+        hi = mm;
+    if (lo >= hi)
+        lo = hi = 0;
+    for (size_t j = lo; j < hi; j++)
+        b->cols[nc++] = j;
+    const size_t band = nc;
+    for (size_t g = 0; g < pt->n_global; g++) {
+        const size_t j = pt->global_tokens[g];
+        if (j < mm && (j < lo || j >= hi))
+            b->cols[nc++] = j;
+    }
+    const size_t nr = pt->random > 0 ? (size_t)pt->random : 0;
+    for (size_t r = 0; r < rows && nr; r++) {
+        attn__pattern_random(pt, i0 + r, mm, b->rnd + r * nr);
+        for (size_t t = 0; t < nr; t++) {
+            const size_t j = b->rnd[r * nr + t];
+            if (j < lo || j >= hi)
+                b->cols[nc++] = j;
+        }
+    }
+    if (nc > band + 1) { /* extras: sorted, each once */
+        qsort(b->cols + band, nc - band, sizeof(size_t), cmp_size);
+        size_t u = band + 1;
+        for (size_t x = band + 1; x < nc; x++)
+            if (b->cols[x] != b->cols[u - 1])
+                b->cols[u++] = b->cols[x];
+        nc = u;
+    }
+    for (size_t j = mm; j < m; j++)
+        b->cols[nc++] = j;
+    const size_t w = nc;
+
+    /* Gather the keys (or projected keys) and values of the tile's columns. */
+    const bool additive = score_is_additive(p->score);
+    const size_t kw = additive ? p->da : h->dk;
+    for (size_t c = 0; c < w; c++) {
+        const float *src =
+            additive ? b->keys_proj + b->cols[c] * p->da : h->k + b->cols[c] * h->ldk;
+        memcpy(b->gk + c * kw, src, kw * sizeof(float));
+        if (h->out)
+            memcpy(b->gv + c * h->dv, h->v + b->cols[c] * h->ldv, h->dv * sizeof(float));
+    }
+
+    float *s = b->tile;
+    const float *q = h->q + i0 * h->ldq;
+    switch (p->score) {
+    case ATTN_SCORE_GENERAL:
+        attn__sgemm(false, false, rows, h->dk, h->dq, 1.0f, q, h->ldq, p->w, h->dk, 0.0f, b->tmp,
+                    h->dk);
+        attn__sgemm(false, true, rows, w, h->dk, 1.0f, b->tmp, h->dk, b->gk, h->dk, 0.0f, s, w);
+        break;
+    case ATTN_SCORE_ADDITIVE:
+        attn__sgemm(false, true, rows, p->da, h->dq, 1.0f, q, h->ldq, p->w1, h->dq, 0.0f, b->tmp,
+                    p->da);
+        additive_scores(b->tmp, b->gk, p->v, rows, w, p->da, s);
+        break;
+    case ATTN_SCORE_CONCAT:
+        attn__sgemm(false, true, rows, p->da, h->dq, 1.0f, q, h->ldq, p->w, h->dq + h->dk, 0.0f,
+                    b->tmp, p->da);
+        additive_scores(b->tmp, b->gk, p->v, rows, w, p->da, s);
+        break;
+    default:
+        attn__sgemm(false, true, rows, w, h->dk, h->scale, q, h->ldq, b->gk, h->dk, 0.0f, s, w);
+        break;
+    }
+    if (p->softcap > 0.0f) {
+        const float c = p->softcap, inv_c = 1.0f / p->softcap;
+        for (size_t x = 0; x < rows * w; x++)
+            s[x] = c * tanhf(s[x] * inv_c);
+    }
+    *n_allowed += attn__masks_apply_cols(&p->masks, h->head, n, m, i0, rows, b->cols, w,
+                                         nr ? b->rnd : NULL, nr, s, w);
+    if (h->scores) {
+        for (size_t r = 0; r < rows; r++) {
+            float *dst = h->scores + (i0 + r) * m;
+            for (size_t j = 0; j < m; j++)
+                dst[j] = -INFINITY;
+            for (size_t c = 0; c < w; c++)
+                dst[b->cols[c]] = s[r * w + c];
+        }
+    }
+    for (size_t r = 0; r < rows; r++) {
+        empty[r] = !softmax_row(s + r * w, w);
+        if (empty[r])
+            (*n_empty)++;
+    }
+    if (h->weights_acc) {
+        for (size_t r = 0; r < rows; r++) {
+            float *acc = h->weights_acc + (i0 + r) * m;
+            for (size_t c = 0; c < w; c++)
+                acc[b->cols[c]] += h->acc_scale * s[r * w + c];
+        }
+    }
+    if (h->out) {
+        float *o = h->out + i0 * h->ldo;
+        attn__sgemm(false, false, rows, h->dv, w, 1.0f, s, w, b->gv, h->dv, 0.0f, o, h->ldo);
+        for (size_t r = 0; r < rows; r++)
+            if (empty[r])
+                memset(o + r * h->ldo, 0, h->dv * sizeof(float));
+    }
+}
+
+void attn__head_forward(const attn__head *h, float *scratch, size_t *n_empty, size_t *n_allowed)
+{
+    const attn_params *p = h->p;
+    const attn_pattern *pt = p->masks.pattern;
+    const size_t n = h->n, m = h->m, mm = p->masks.m_masked ? p->masks.m_masked : m;
     const size_t bmax = n < BLOCK_ROWS ? n : BLOCK_ROWS;
-    const bool masked = !attn__masks_empty(&p->masks);
-    float *sbuf = NULL, *tmp = NULL, *keys_proj = NULL;
+    head_bufs b = {0};
 
     if (n == 0)
         return;
@@ -209,60 +474,71 @@ void attn__head_forward(const attn__head *h, float *scratch, size_t *n_empty, si
         return;
     }
 
+    b.width = sparse_width(h);
     float *cur = align16(scratch);
-    if (!h->weights) {
-        sbuf = cur;
-        cur = align16(cur + bmax * m);
+    if (b.width) {
+        const size_t kw = score_is_additive(p->score) ? (p->da > h->dk ? p->da : h->dk) : h->dk;
+        b.tile = cur;
+        cur = align16(cur + bmax * b.width);
+        b.gk = cur;
+        cur = align16(cur + b.width * kw);
+        b.gv = cur;
+        cur = align16(cur + b.width * h->dv);
+        b.cols = (size_t *)(void *)cur;
+        cur = align16(cur + 2 * b.width);
+        b.rnd = (size_t *)(void *)cur;
+        cur = align16(cur + 2 * bmax * (size_t)pt->random);
+        if (pt->n_global > 0) {
+            b.srow = cur;
+            cur = align16(cur + m);
+            b.pat_row = (uint8_t *)cur;
+            cur = align16(cur + mm / sizeof(float) + 1);
+        }
+    } else {
+        if (!h->weights) {
+            b.sbuf = cur;
+            cur = align16(cur + bmax * m);
+        }
+        if (pt) {
+            b.pat_row = (uint8_t *)cur;
+            cur = align16(cur + mm / sizeof(float) + 1);
+        }
     }
     if (p->score == ATTN_SCORE_GENERAL) {
-        tmp = cur;
+        b.tmp = cur;
     } else if (score_is_additive(p->score)) {
-        tmp = cur;
-        keys_proj = align16(cur + bmax * p->da);
+        b.tmp = cur;
+        b.keys_proj = align16(cur + bmax * p->da);
         /* K W2^T [m][da] once per head; concat reads W2 = W[:, dq:] in place. */
         const float *w2 = p->score == ATTN_SCORE_ADDITIVE ? p->w2 : p->w + h->dq;
         const size_t ldw2 = p->score == ATTN_SCORE_ADDITIVE ? h->dk : h->dq + h->dk;
-        attn__sgemm(false, true, m, p->da, h->dk, 1.0f, h->k, h->ldk, w2, ldw2, 0.0f, keys_proj,
+        attn__sgemm(false, true, m, p->da, h->dk, 1.0f, h->k, h->ldk, w2, ldw2, 0.0f, b.keys_proj,
                     p->da);
     }
 
-    for (size_t i0 = 0; i0 < n; i0 += BLOCK_ROWS) {
-        const size_t rows = n - i0 < BLOCK_ROWS ? n - i0 : BLOCK_ROWS;
-        /* Weights requested: build the block where the caller wants P, no copy. */
-        float *s = h->weights ? h->weights + i0 * m : sbuf;
-        bool empty[BLOCK_ROWS];
-
-        block_scores(h, i0, rows, s, tmp, keys_proj);
-        if (p->softcap > 0.0f) {
-            const float c = p->softcap, inv_c = 1.0f / p->softcap;
-            for (size_t x = 0; x < rows * m; x++)
-                s[x] = c * tanhf(s[x] * inv_c);
+    if (!b.width) {
+        for (size_t i0 = 0; i0 < n; i0 += BLOCK_ROWS) {
+            const size_t rows = n - i0 < BLOCK_ROWS ? n - i0 : BLOCK_ROWS;
+            /* Weights requested: build the block where the caller wants P, no copy. */
+            float *s = h->weights ? h->weights + i0 * m : b.sbuf;
+            dense_block(h, &b, i0, rows, s, n_empty, n_allowed);
         }
-        if (masked)
-            *n_allowed += attn__masks_apply(&p->masks, h->head, n, m, i0, rows, s, m);
-        else
-            *n_allowed += rows * m;
-        if (h->scores)
-            memcpy(h->scores + i0 * m, s, rows * m * sizeof(float));
-
-        for (size_t r = 0; r < rows; r++) {
-            empty[r] = !softmax_row(s + r * m, m);
-            if (empty[r])
-                (*n_empty)++;
+        return;
+    }
+    /* Sparse: runs of non-global queries in blocks; a global query sees every
+     * key, so it runs alone over the dense row. */
+    for (size_t i0 = 0; i0 < n;) {
+        if (pt->n_global > 0 && attn__pattern_is_global(pt, i0)) {
+            dense_block(h, &b, i0, 1, b.srow, n_empty, n_allowed);
+            i0++;
+            continue;
         }
-        if (h->weights_acc) {
-            float *acc = h->weights_acc + i0 * m;
-            for (size_t x = 0; x < rows * m; x++)
-                acc[x] += h->acc_scale * s[x];
-        }
-        if (h->out) {
-            float *o = h->out + i0 * h->ldo;
-            attn__sgemm(false, false, rows, h->dv, m, 1.0f, s, m, h->v, h->ldv, 0.0f, o, h->ldo);
-            /* Exactly 0, even if v holds values that 0 * v would not zero. */
-            for (size_t r = 0; r < rows; r++)
-                if (empty[r])
-                    memset(o + r * h->ldo, 0, h->dv * sizeof(float));
-        }
+        size_t rows = 1;
+        while (rows < BLOCK_ROWS && i0 + rows < n &&
+               !(pt->n_global > 0 && attn__pattern_is_global(pt, i0 + rows)))
+            rows++;
+        sparse_block(h, &b, i0, rows, n_empty, n_allowed);
+        i0 += rows;
     }
 }
 
@@ -277,7 +553,7 @@ attn_status attn_forward(attn_ws *ws, const attn_params *p, size_t n, size_t m, 
         return ATTN_ERR_INVALID;
     if ((st = attn__params_check(p)) != ATTN_OK)
         return st;
-    if ((st = attn__masks_check(&p->masks, m)) != ATTN_OK)
+    if ((st = attn__masks_check(&p->masks, n, m)) != ATTN_OK)
         return st;
     if (dq == 0 || dk == 0 || (score_is_dot(p->score) && dq != dk))
         return ATTN_ERR_SHAPE;

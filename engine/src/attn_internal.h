@@ -52,9 +52,36 @@ void attn__ws_reset(attn_ws *ws);
 /* ------------------------------------------------------------ masks (attn_mask.c) */
 
 /* Checks masks against an [n][m] score matrix: ATTN_ERR_SHAPE if m_masked > m,
- * ATTN_ERR_INVALID for an unknown causal mode, ATTN_ERR_UNSUPPORTED for a
- * pattern (not implemented yet). */
-attn_status attn__masks_check(const attn_masks *mk, size_t m);
+ * ATTN_ERR_INVALID for an unknown causal mode or a pattern attn_pattern_check
+ * rejects (over n queries and the masked keys). */
+attn_status attn__masks_check(const attn_masks *mk, size_t n, size_t m);
+
+/* Pattern pieces: global token test, the window/stride/block parts for (i, j),
+ * the random keys of query i among mm keys (p->random entries written to out,
+ * count returned), and the whole pattern row of query i into row [mm]. */
+bool attn__pattern_is_global(const attn_pattern *p, size_t x);
+size_t attn__pattern_random(const attn_pattern *p, size_t i, size_t mm, size_t *out);
+void attn__pattern_row(const attn_pattern *p, size_t i, size_t mm, uint8_t *row);
+
+/* Inline: it runs once per candidate pair. */
+static inline bool attn__pattern_local(const attn_pattern *p, size_t i, size_t j)
+{
+    if (p->has_window) {
+        const uint64_t d = p->dilation > 1 ? (uint64_t)p->dilation : 1;
+        const uint64_t diff = j <= i ? (uint64_t)(i - j) : (uint64_t)(j - i);
+        const int64_t side = j <= i ? p->window_left : p->window_right;
+        if ((side < 0 || diff <= (uint64_t)side * d) && (d == 1 || diff % d == 0))
+            return true;
+    }
+    if (p->stride > 0) {
+        const uint64_t diff = i >= j ? (uint64_t)(i - j) : (uint64_t)(j - i);
+        if (diff % (uint64_t)p->stride == 0)
+            return true;
+    }
+    if (p->block_size > 0 && i / (uint64_t)p->block_size == j / (uint64_t)p->block_size)
+        return true;
+    return false;
+}
 
 /* True if the masks remove or bias nothing (the kernel then skips them). */
 bool attn__masks_empty(const attn_masks *mk);
@@ -63,10 +90,20 @@ bool attn__masks_empty(const attn_masks *mk);
  * Applies masks and bias to rows [i0, i0 + rows) of an [n][m] score matrix,
  * stored as s [rows][lds]: removed pairs become -INFINITY, the bias of head
  * `head` is added to the others. Columns at or past m_masked are untouched.
+ * pat_row: scratch of m_masked bytes, needed when mk->pattern is set.
  * Returns the number of (query, key) pairs left, counting those columns.
  */
 size_t attn__masks_apply(const attn_masks *mk, size_t head, size_t n, size_t m, size_t i0,
-                         size_t rows, float *s, size_t lds);
+                         size_t rows, float *s, size_t lds, uint8_t *pat_row);
+
+/*
+ * Same over a column subset: s [rows][lds] holds key columns cols [ncols]
+ * (any order, each < m). rnd [rows][n_rnd]: the random keys of each row
+ * (attn__pattern_random), or NULL when the pattern has none.
+ */
+size_t attn__masks_apply_cols(const attn_masks *mk, size_t head, size_t n, size_t m, size_t i0,
+                              size_t rows, const size_t *cols, size_t ncols, const size_t *rnd,
+                              size_t n_rnd, float *s, size_t lds);
 
 /* ------------------------------------------------------------ one head (attn_core.c) */
 

@@ -57,7 +57,7 @@ static attn_status mha_check(const attn_mha_config *c, const attn_mha_weights *w
         return ATTN_ERR_INVALID;
     if (c->attn.masks.m_masked != 0 && c->attn.masks.m_masked != m)
         return ATTN_ERR_SHAPE;
-    if ((st = attn__masks_check(&c->attn.masks, m)) != ATTN_OK)
+    if ((st = attn__masks_check(&c->attn.masks, n, m)) != ATTN_OK)
         return st;
     if ((n > 0 && !query) || (m > 0 && (!key || !value)))
         return ATTN_ERR_INVALID;

@@ -314,7 +314,7 @@ static const bad_single BAD_SINGLE[] = {
     {"unknown score", ATTN_ERR_INVALID},
     {"unknown causal mode", ATTN_ERR_INVALID},
     {"m_masked > m", ATTN_ERR_SHAPE},
-    {"pattern given", ATTN_ERR_UNSUPPORTED},
+    {"pattern with a negative stride", ATTN_ERR_INVALID},
     {"null query", ATTN_ERR_INVALID},
     {"null key", ATTN_ERR_INVALID},
     {"null value", ATTN_ERR_INVALID},
@@ -349,7 +349,9 @@ START_TEST(attn_forward_bad_argument_returns_documented_error_and_writes_nothing
     attn_outputs *use_o = &o;
     size_t n = 4, m = 5, dq = 3, dk = 3, dv = 2;
     const float *pq = q, *pk = k, *pv = v;
-    int dummy;
+    attn_pattern bad_pattern;
+    memset(&bad_pattern, 0, sizeof bad_pattern);
+    bad_pattern.stride = -1; /* invalid: the engine must refuse it */
 
     switch (_i) {
     case 0:
@@ -432,7 +434,7 @@ START_TEST(attn_forward_bad_argument_returns_documented_error_and_writes_nothing
         p.masks.m_masked = 6;
         break;
     case 20:
-        p.masks.pattern = (const attn_pattern *)&dummy;
+        p.masks.pattern = &bad_pattern;
         break;
     case 21:
         pq = NULL;
@@ -474,7 +476,7 @@ static const bad_single BAD_MHA[] = {
     {"m_masked not m", ATTN_ERR_SHAPE},
     {"null key", ATTN_ERR_INVALID},
     {"null query", ATTN_ERR_INVALID},
-    {"pattern given", ATTN_ERR_UNSUPPORTED},
+    {"pattern with a negative stride", ATTN_ERR_INVALID},
     {"negative softcap", ATTN_ERR_INVALID},
     {"null config", ATTN_ERR_INVALID},
     {"null weights", ATTN_ERR_INVALID},
@@ -502,7 +504,9 @@ START_TEST(attn_mha_forward_bad_argument_returns_documented_error_and_writes_not
     attn_ws *use_ws = ws;
     attn_mha_outputs *use_o = &o;
     const float *query = x, *key = x;
-    int dummy;
+    attn_pattern bad_pattern;
+    memset(&bad_pattern, 0, sizeof bad_pattern);
+    bad_pattern.stride = -1; /* invalid: the engine must refuse it */
     switch (_i) {
     case 0:
         cfg.embed_dim = 0;
@@ -546,7 +550,7 @@ START_TEST(attn_mha_forward_bad_argument_returns_documented_error_and_writes_not
         query = NULL;
         break;
     case 13:
-        cfg.attn.masks.pattern = (const attn_pattern *)&dummy;
+        cfg.attn.masks.pattern = &bad_pattern;
         break;
     case 14:
         cfg.attn.softcap = -2.0f;
