@@ -13,10 +13,10 @@
 
 enum { RET_OUTPUT = 1u << 0, RET_WEIGHTS = 1u << 1, RET_SCORES = 1u << 2,
        RET_WEIGHTS_AVG = 1u << 3, RET_HEAD_OUTPUTS = 1u << 4, RET_Q = 1u << 5,
-       RET_K = 1u << 6, RET_V = 1u << 7 };
+       RET_K = 1u << 6, RET_V = 1u << 7, RET_PATTERN = 1u << 8 };
 
 static const char *const ret_names[] = {"output", "weights", "scores", "weights_avg",
-                                        "head_outputs", "q", "k", "v", NULL};
+                                        "head_outputs", "q", "k", "v", "pattern", NULL};
 
 typedef struct req_common {
     srv_tensor query, key, value;
@@ -34,6 +34,10 @@ typedef struct req_common {
     const cJSON *tokens, *key_tokens;
     char masks_given[4][20];
     size_t n_masks_given;
+    attn_pattern pat; /* when has_pattern */
+    bool has_pattern;
+    size_t *globals;  /* pat.global_tokens storage */
+    const cJSON *pattern_json;
 } req_common;
 
 static void common_free(req_common *c)
@@ -44,6 +48,7 @@ static void common_free(req_common *c)
     srv_btensor_free(&c->mask);
     srv_btensor_free(&c->kpm);
     srv_tensor_free(&c->bias);
+    free(c->globals);
 }
 
 static bool member(const cJSON *root, const char *key, const cJSON **out)
@@ -62,7 +67,7 @@ static void ptr_of(srv_ptr *p, const char *key)
 /* Members the next feature set will bring: named, so users get a clear answer. */
 static bool reject_reserved(const cJSON *root, srv_err *e)
 {
-    static const char *const reserved[] = {"pattern", "positional", "sparsify", NULL};
+    static const char *const reserved[] = {"positional", "sparsify", NULL};
     const cJSON *it;
     srv_ptr p;
     for (size_t i = 0; reserved[i]; i++) {
@@ -379,6 +384,155 @@ static bool read_scale_softcap(const cJSON *root, req_common *c, srv_err *e)
     return true;
 }
 
+static attn_masks masks_for(const req_common *c, size_t b, size_t bias_heads);
+
+/* A non-negative integer member of the pattern object (absent: *out unchanged). */
+static bool pattern_int(const cJSON *obj, const srv_ptr *where, const char *key, long long lo,
+                        long long *out, srv_err *e)
+{
+    return srv_json_opt_int(obj, where, key, lo, (long long)1 << 40, out, e);
+}
+
+/*
+ * pattern: {"window": w | [l, r], "dilation": d, "stride": s, "global_tokens": [..],
+ * "block_size": b, "random": r, "seed": s}: the union of the parts given.
+ */
+static bool read_pattern(const cJSON *root, req_common *c, srv_err *e)
+{
+    static const char *const keys[] = {"window", "dilation", "stride", "global_tokens",
+                                       "block_size", "random", "seed", NULL};
+    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(root, "pattern");
+    srv_ptr p, pk, pi;
+    if (pj == NULL || cJSON_IsNull(pj))
+        return true;
+    ptr_of(&p, "pattern");
+    if (!cJSON_IsObject(pj))
+        return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
+                           "pattern: expected an object such as {\"window\": 2}");
+    if (!srv_json_check_keys(pj, &p, keys, e))
+        return false;
+    attn_pattern *pt = &c->pat;
+    memset(pt, 0, sizeof *pt);
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(pj, "window");
+    srv_ptr_key(&pk, &p, "window");
+    if (w != NULL) {
+        pt->has_window = true;
+        if (cJSON_IsNumber(w)) {
+            long long v = 0;
+            if (!pattern_int(pj, &p, "window", 0, &v, e))
+                return false;
+            pt->window_left = pt->window_right = v;
+        } else if (cJSON_IsArray(w) && cJSON_GetArraySize(w) == 2) {
+            for (int i = 0; i < 2; i++) {
+                const cJSON *x = cJSON_GetArrayItem(w, i);
+                srv_ptr_index(&pi, &pk, (size_t)i);
+                double d = cJSON_IsNumber(x) ? x->valuedouble : -2;
+                if (!cJSON_IsNumber(x) || d != floor(d) || d < -1 || d > 1e12)
+                    return srv_err_set(e, 400, SRV_CODE_INVALID, pi.s,
+                                       "pattern.window: [left, right] are integers >= 0 "
+                                       "(-1 = unbounded)");
+                if (i == 0)
+                    pt->window_left = (int64_t)d;
+                else
+                    pt->window_right = (int64_t)d;
+            }
+        } else {
+            return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
+                               "pattern.window: expected w >= 0 (|i-j| <= w) or [left, right] "
+                               "(i-left <= j <= i+right)");
+        }
+    }
+    long long v = 0;
+    if (cJSON_GetObjectItemCaseSensitive(pj, "dilation")) {
+        if (!w) {
+            srv_ptr_key(&pk, &p, "dilation");
+            return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
+                               "pattern.dilation applies to a window: give window too");
+        }
+        v = 1;
+        if (!pattern_int(pj, &p, "dilation", 1, &v, e))
+            return false;
+        pt->dilation = v;
+    }
+    v = 0;
+    if (!pattern_int(pj, &p, "stride", 1, &v, e))
+        return false;
+    pt->stride = v;
+    v = 0;
+    if (!pattern_int(pj, &p, "block_size", 1, &v, e))
+        return false;
+    pt->block_size = v;
+    v = 0;
+    if (!pattern_int(pj, &p, "random", 1, &v, e))
+        return false;
+    pt->random = v;
+    v = 0;
+    if (cJSON_GetObjectItemCaseSensitive(pj, "seed") && !pt->random) {
+        srv_ptr_key(&pk, &p, "seed");
+        return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
+                           "pattern.seed applies to random: give random too");
+    }
+    if (!srv_json_opt_int(pj, &p, "seed", 0, (long long)9007199254740991LL, &v, e))
+        return false;
+    pt->seed = (uint64_t)v;
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(pj, "global_tokens");
+    if (g != NULL) {
+        srv_ptr_key(&pk, &p, "global_tokens");
+        if (!cJSON_IsArray(g))
+            return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
+                               "pattern.global_tokens: expected a list of token indices");
+        size_t ng = (size_t)cJSON_GetArraySize(g), lim = c->n > c->m ? c->n : c->m;
+        c->globals = malloc((ng ? ng : 1) * sizeof *c->globals);
+        if (!c->globals)
+            return srv_err_set(e, 503, SRV_CODE_UNAVAILABLE, "", "out of memory");
+        size_t i = 0;
+        for (const cJSON *x = g->child; x; x = x->next, i++) {
+            srv_ptr_index(&pi, &pk, i);
+            double d = cJSON_IsNumber(x) ? x->valuedouble : -1;
+            if (!cJSON_IsNumber(x) || d != floor(d) || d < 0 || d >= (double)lim)
+                return srv_err_set(e, 400, SRV_CODE_INVALID, pi.s,
+                                   "pattern.global_tokens: index out of range: tokens are "
+                                   "0..%zu", lim - 1);
+            c->globals[i] = (size_t)d;
+        }
+        pt->global_tokens = c->globals;
+        pt->n_global = ng;
+    }
+    if (!pt->has_window && !pt->stride && !pt->block_size && !pt->random && !pt->n_global)
+        return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
+                           "pattern: give at least one of window, stride, global_tokens, "
+                           "block_size, random");
+    if (attn_pattern_check(pt, c->n, c->m) != ATTN_OK)
+        return srv_err_set(e, 400, SRV_CODE_INVALID, p.s, "pattern: invalid for %zu x %zu",
+                           c->n, c->m);
+    c->has_pattern = true;
+    c->pattern_json = pj;
+    return true;
+}
+
+/* The allowed matrix actually applied to batch element b, masks included:
+ * allowed [n][m]. */
+static attn_status allowed_for(const req_common *c, size_t b, uint8_t *allowed)
+{
+    attn_pattern all;
+    memset(&all, 0, sizeof all);
+    all.has_window = true;
+    all.window_left = all.window_right = -1;
+    size_t n = c->n, m = c->m;
+    attn_status st =
+        attn_pattern_allowed(c->has_pattern ? &c->pat : &all, c->causal, n, m, allowed);
+    if (st != ATTN_OK)
+        return st;
+    attn_masks mk = masks_for(c, b, 0);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < m; j++) {
+            size_t ij = i * m + j;
+            if ((mk.mask && !mk.mask[ij]) || (mk.key_padding && mk.key_padding[j]))
+                allowed[ij] = 0;
+        }
+    return ATTN_OK;
+}
+
 /* Masks of batch element b for the engine. */
 static attn_masks masks_for(const req_common *c, size_t b, size_t bias_heads)
 {
@@ -391,6 +545,7 @@ static attn_masks masks_for(const req_common *c, size_t b, size_t bias_heads)
         mk.mask = c->mask.data + (c->mask.rank == 3 ? b * nm : 0);
     if (c->kpm.data)
         mk.key_padding = c->kpm.data + (c->kpm.rank == 2 ? b * c->m : 0);
+    mk.pattern = c->has_pattern ? &c->pat : NULL;
     if (c->bias.data) {
         size_t r = c->bias.rank;
         bool per_head = (r == 4) || (r == 3 && !c->batched);
@@ -463,6 +618,23 @@ static void write_common_meta(srv_jw *w, const req_common *c)
         srv_jw_double(w, c->softcap);
     else
         srv_jw_null(w);
+    if (c->has_pattern) {
+        srv_jw_key(w, "pattern");
+        srv_jw_cjson(w, c->pattern_json);
+        if (c->pat.has_window) {
+            /* both conventions: window definitions differ between libraries */
+            srv_jw_key(w, "window_left_right");
+            srv_jw_arr_begin(w);
+            srv_jw_int(w, c->pat.window_left);
+            srv_jw_int(w, c->pat.window_right);
+            srv_jw_arr_end(w);
+            srv_jw_key(w, "window_symmetric");
+            if (c->pat.window_left == c->pat.window_right)
+                srv_jw_int(w, c->pat.window_left);
+            else
+                srv_jw_null(w);
+        }
+    }
     srv_jw_key(w, "batch");
     if (c->batched)
         srv_jw_uint(w, c->batch);
@@ -654,6 +826,7 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     score_weights sw;
     attn_params p;
     float *out = NULL, *wts = NULL, *scores = NULL;
+    uint8_t *allowed = NULL;
     size_t max_el = app->config.max_elements;
     size_t empty_rows = 0;
     float scale_used = 1;
@@ -685,8 +858,8 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     c.ret = RET_OUTPUT | RET_WEIGHTS;
     if (!read_output_options(root, &c, &e) || !read_causal(root, &c, &e) ||
         !read_scale_softcap(root, &c, &e) ||
-        !read_return(root, RET_OUTPUT | RET_WEIGHTS | RET_SCORES, RET_OUTPUT | RET_WEIGHTS, &c,
-                     &e) ||
+        !read_return(root, RET_OUTPUT | RET_WEIGHTS | RET_SCORES | RET_PATTERN,
+                     RET_OUTPUT | RET_WEIGHTS, &c, &e) ||
         !read_qkv(root, &c, false, max_el, &e))
         goto fail;
     size_t qo = c.batched ? 1 : 0;
@@ -708,7 +881,7 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
         goto fail;
     }
     if (!read_score_weights(root, p.score, dq, dk, max_el, &sw, &p, &e) ||
-        !read_masks(root, &c, 0, max_el, &e) ||
+        !read_masks(root, &c, 0, max_el, &e) || !read_pattern(root, &c, &e) ||
         !read_tokens(root, "tokens", c.n, &c.tokens, &e) ||
         !read_tokens(root, "key_tokens", c.m, &c.key_tokens, &e))
         goto fail;
@@ -722,6 +895,9 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
         total = add_sat(total, mul3(B, n, m));
     if (want_s)
         total = add_sat(total, mul3(B, n, m));
+    bool want_p = c.ret & RET_PATTERN;
+    if (want_p)
+        total = add_sat(total, mul3(B, n, m));
     if (!check_elements(total, max_el,
                         "drop \"weights\"/\"scores\" from return, or send fewer queries or keys",
                         &e))
@@ -731,6 +907,8 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     out = alloc_floats(B * n * dv, want_o, &oom);
     wts = alloc_floats(B * n * m, want_w, &oom);
     scores = alloc_floats(B * n * m, want_s, &oom);
+    if (want_p && B * n * m > 0 && !(allowed = malloc(B * n * m)))
+        oom = true;
     attn_ws *ws = srv_thread_ws();
     if (oom || !ws) {
         srv_err_set(&e, 503, SRV_CODE_UNAVAILABLE, "",
@@ -757,6 +935,10 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
         }
         empty_rows += r.n_empty_rows;
         scale_used = r.scale;
+        if (want_p && (st = allowed_for(&c, b, allowed + b * n * m)) != ATTN_OK) {
+            engine_error(st, &e);
+            goto fail;
+        }
     }
     engine_ms = srv_now_ms() - te;
 
@@ -772,6 +954,11 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
         write_tensor(&w, "weights", wts, oshape(&c, 0, n, m));
     if (want_s)
         write_tensor(&w, "scores", scores, oshape(&c, 0, n, m));
+    if (want_p) {
+        out_shape sp = oshape(&c, 0, n, m);
+        srv_jw_key(&w, "pattern");
+        srv_jw_btensor(&w, allowed, sp.rank, sp.d);
+    }
     write_tokens(&w, &c);
     srv_jw_key(&w, "meta");
     srv_jw_obj_begin(&w);
@@ -795,6 +982,7 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
 fail:
     srv_respond_error(res, &e);
 done:
+    free(allowed);
     free(out);
     free(wts);
     free(scores);
@@ -1092,7 +1280,7 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
             goto fail;
         }
     }
-    if (!read_masks(root, &c, (size_t)H, max_el, &e) ||
+    if (!read_masks(root, &c, (size_t)H, max_el, &e) || !read_pattern(root, &c, &e) ||
         !read_tokens(root, "tokens", c.n, &c.tokens, &e) ||
         !read_tokens(root, "key_tokens", c.m, &c.key_tokens, &e))
         goto fail;
