@@ -67,7 +67,7 @@ static void ptr_of(srv_ptr *p, const char *key)
 /* Members the next feature set will bring: named, so users get a clear answer. */
 static bool reject_reserved(const cJSON *root, srv_err *e)
 {
-    static const char *const reserved[] = {"positional", "sparsify", NULL};
+    static const char *const reserved[] = {"positional", NULL};
     const cJSON *it;
     srv_ptr p;
     for (size_t i = 0; reserved[i]; i++) {
@@ -735,6 +735,147 @@ static float *alloc_floats(size_t count, bool want, bool *oom)
     return p;
 }
 
+/* sparsify: weights as COO triplets, keeping each row's k largest or those >= t. */
+typedef struct sparsify {
+    bool on;
+    size_t topk;      /* 0: threshold */
+    double threshold;
+    const cJSON *json;
+} sparsify;
+
+static bool read_sparsify(const cJSON *root, sparsify *sp, srv_err *e)
+{
+    static const char *const keys[] = {"topk", "threshold", NULL};
+    const cJSON *sj = cJSON_GetObjectItemCaseSensitive(root, "sparsify");
+    srv_ptr p;
+    memset(sp, 0, sizeof *sp);
+    if (sj == NULL || cJSON_IsNull(sj))
+        return true;
+    ptr_of(&p, "sparsify");
+    if (!cJSON_IsObject(sj))
+        return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
+                           "sparsify: expected {\"topk\": k} or {\"threshold\": t}");
+    if (!srv_json_check_keys(sj, &p, keys, e))
+        return false;
+    bool has_k = cJSON_GetObjectItemCaseSensitive(sj, "topk") != NULL;
+    bool has_t = cJSON_GetObjectItemCaseSensitive(sj, "threshold") != NULL;
+    if (has_k == has_t)
+        return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
+                           "sparsify: give exactly one of topk and threshold");
+    long long k = 0;
+    if (!srv_json_opt_int(sj, &p, "topk", 1, (long long)1 << 40, &k, e) ||
+        !srv_json_opt_float(sj, &p, "threshold", 0, 1, &sp->threshold, e))
+        return false;
+    sp->topk = (size_t)k;
+    sp->on = true;
+    sp->json = sj;
+    return true;
+}
+
+/* Numbers a sparsified [B][n][m] answer may hold, at most. */
+static size_t sparsify_elements(const sparsify *sp, size_t B, size_t n, size_t m)
+{
+    size_t per_row = sp->topk && sp->topk < m ? sp->topk : m;
+    return mul3(3 * B, n, per_row);
+}
+
+static int float_desc(const void *x, const void *y)
+{
+    float a = *(const float *)x, b = *(const float *)y;
+    return (a < b) - (a > b);
+}
+
+/* Keeps row entries > 0 that are among the k largest (ties: lower column
+ * first) or >= threshold; writes their columns to idx in column order and
+ * returns how many. tmp holds m floats (scratch). O(m log m) per row. */
+static size_t sparsify_row(const sparsify *sp, const float *row, size_t m, size_t *idx,
+                           float *tmp)
+{
+    size_t cnt = 0;
+    if (!sp->topk) {
+        for (size_t j = 0; j < m; j++)
+            if (row[j] > 0 && row[j] >= sp->threshold)
+                idx[cnt++] = j;
+        return cnt;
+    }
+    if (sp->topk >= m) {
+        for (size_t j = 0; j < m; j++)
+            if (row[j] > 0)
+                idx[cnt++] = j;
+        return cnt;
+    }
+    memcpy(tmp, row, m * sizeof *tmp);
+    qsort(tmp, m, sizeof *tmp, float_desc);
+    float cut = tmp[sp->topk - 1];
+    size_t above = 0;
+    for (size_t j = 0; j < m; j++)
+        above += row[j] > cut;
+    size_t ties = sp->topk - above; /* entries equal to cut that still fit */
+    for (size_t j = 0; j < m; j++) {
+        if (!(row[j] > 0))
+            continue;
+        if (row[j] > cut || (row[j] == cut && ties > 0 && ties--))
+            idx[cnt++] = j;
+    }
+    return cnt;
+}
+
+/* {"rows", "cols", "values", "shape"} for one [n][m] weight matrix. */
+static bool write_coo(srv_jw *w, const sparsify *sp, const float *wts, size_t n, size_t m,
+                      size_t *nnz_total)
+{
+    size_t *idx = malloc((m ? m : 1) * sizeof *idx);
+    float *tmp = malloc((m ? m : 1) * sizeof *tmp);
+    float *vals = NULL;
+    size_t nnz = 0, cap = 0;
+    if (!idx || !tmp) {
+        free(idx);
+        free(tmp);
+        return false;
+    }
+    srv_jw_obj_begin(w);
+    srv_jw_key(w, "rows");
+    srv_jw_arr_begin(w);
+    for (size_t i = 0; i < n; i++) {
+        size_t c = sparsify_row(sp, wts + i * m, m, idx, tmp);
+        for (size_t t = 0; t < c; t++)
+            srv_jw_uint(w, i);
+        nnz += c;
+    }
+    srv_jw_arr_end(w);
+    srv_jw_key(w, "cols");
+    srv_jw_arr_begin(w);
+    cap = nnz;
+    vals = malloc((cap ? cap : 1) * sizeof *vals);
+    if (!vals) {
+        free(idx);
+        free(tmp);
+        return false;
+    }
+    size_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t c = sparsify_row(sp, wts + i * m, m, idx, tmp);
+        for (size_t t = 0; t < c; t++) {
+            srv_jw_uint(w, idx[t]);
+            vals[v++] = wts[i * m + idx[t]];
+        }
+    }
+    srv_jw_arr_end(w);
+    srv_jw_key(w, "values");
+    srv_jw_tensor(w, vals, 1, &nnz);
+    srv_jw_key(w, "shape");
+    srv_jw_arr_begin(w);
+    srv_jw_uint(w, n);
+    srv_jw_uint(w, m);
+    srv_jw_arr_end(w);
+    srv_jw_obj_end(w);
+    *nnz_total += nnz;
+    free(vals);
+    free(tmp);
+    free(idx);
+    return true;
+}
+
 /* --------------------------------------------------------- /v1/attention */
 
 typedef struct score_weights {
@@ -825,6 +966,7 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     req_common c;
     score_weights sw;
     attn_params p;
+    sparsify spz;
     float *out = NULL, *wts = NULL, *scores = NULL;
     uint8_t *allowed = NULL;
     size_t max_el = app->config.max_elements;
@@ -833,6 +975,7 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     double engine_ms = 0;
     memset(&c, 0, sizeof c);
     memset(&sw, 0, sizeof sw);
+    memset(&spz, 0, sizeof spz);
     memset(&p, 0, sizeof p);
     srv_ptr root_ptr;
     srv_ptr_root(&root_ptr);
@@ -882,17 +1025,21 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     }
     if (!read_score_weights(root, p.score, dq, dk, max_el, &sw, &p, &e) ||
         !read_masks(root, &c, 0, max_el, &e) || !read_pattern(root, &c, &e) ||
+        !read_sparsify(root, &spz, &e) ||
         !read_tokens(root, "tokens", c.n, &c.tokens, &e) ||
         !read_tokens(root, "key_tokens", c.m, &c.key_tokens, &e))
         goto fail;
 
     size_t B = c.batch, n = c.n, m = c.m;
+    /* sparsify implies weights, returned as COO triplets */
+    if (spz.on)
+        c.ret |= RET_WEIGHTS;
     bool want_o = c.ret & RET_OUTPUT, want_w = c.ret & RET_WEIGHTS, want_s = c.ret & RET_SCORES;
     size_t total = 0;
     if (want_o)
         total = add_sat(total, mul3(B, n, dv));
     if (want_w)
-        total = add_sat(total, mul3(B, n, m));
+        total = add_sat(total, spz.on ? sparsify_elements(&spz, B, n, m) : mul3(B, n, m));
     if (want_s)
         total = add_sat(total, mul3(B, n, m));
     bool want_p = c.ret & RET_PATTERN;
@@ -950,8 +1097,25 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     srv_jw_obj_begin(&w);
     if (want_o)
         write_tensor(&w, "output", out, oshape(&c, 0, n, dv));
-    if (want_w)
+    size_t nnz = 0;
+    if (want_w && spz.on) {
+        srv_jw_key(&w, "weights");
+        bool ok = true;
+        if (c.batched)
+            srv_jw_arr_begin(&w);
+        for (size_t bi = 0; bi < B && ok; bi++)
+            ok = write_coo(&w, &spz, wts + bi * n * m, n, m, &nnz);
+        if (c.batched)
+            srv_jw_arr_end(&w);
+        if (!ok) {
+            srv_buf_free(&b);
+            srv_err_set(&e, 503, SRV_CODE_UNAVAILABLE, "",
+                        "out of memory for this request; try a smaller one");
+            goto fail;
+        }
+    } else if (want_w) {
         write_tensor(&w, "weights", wts, oshape(&c, 0, n, m));
+    }
     if (want_s)
         write_tensor(&w, "scores", scores, oshape(&c, 0, n, m));
     if (want_p) {
@@ -967,6 +1131,12 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     srv_jw_key(&w, "scale");
     meta_float(&w, scale_used);
     write_common_meta(&w, &c);
+    if (spz.on) {
+        srv_jw_key(&w, "sparsify");
+        srv_jw_cjson(&w, spz.json);
+        srv_jw_key(&w, "nnz");
+        srv_jw_uint(&w, nnz);
+    }
     srv_jw_key(&w, "shapes");
     srv_jw_obj_begin(&w);
     shape_json(&w, "query", c.query.shape, c.query.rank);
@@ -1184,6 +1354,14 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
         goto fail;
     if (!srv_json_check_keys(root, &rp, mha_keys, &e) || !reject_reserved(root, &e))
         goto fail;
+    if (cJSON_GetObjectItemCaseSensitive(root, "sparsify")) {
+        srv_ptr p;
+        ptr_of(&p, "sparsify");
+        srv_err_set(&e, 400, SRV_CODE_INVALID, p.s,
+                    "sparsify is not supported yet on /v1/multihead_attention "
+                    "(it is on /v1/attention)");
+        goto fail;
+    }
     bool avg = false;
     if (!srv_json_opt_bool(root, &rp, "average_weights", &avg, &e))
         goto fail;

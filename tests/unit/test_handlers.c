@@ -312,6 +312,86 @@ START_TEST(base64_output_decodes_to_the_json_numbers)
 }
 END_TEST
 
+
+/* COO triplets agree with the dense weights: every kept entry, and only those. */
+static void check_coo_against_dense(const char *extra, size_t topk, double threshold)
+{
+    char dense_body[512], sparse_body[600];
+    const char *base = "\"query\": [[1,0],[0,1],[1,1],[2,0.5]], \"key\": [[1,0],[0,1],[1,1],[0,0],[3,1]],"
+                       " \"value\": [[1],[2],[3],[4],[5]], \"mask\": [[true,true,true,true,true],"
+                       "[true,true,true,true,true],[false,false,false,false,false],[true,true,true,true,true]]";
+    snprintf(dense_body, sizeof dense_body, "{%s}", base);
+    snprintf(sparse_body, sizeof sparse_body, "{%s, \"sparsify\": %s}", base, extra);
+    int st1, st2;
+    cJSON *d = call(srv_h_attention, dense_body, &st1);
+    cJSON *sp = call(srv_h_attention, sparse_body, &st2);
+    ck_assert_int_eq(st1, 200);
+    ck_assert_int_eq(st2, 200);
+    const cJSON *w = cJSON_GetObjectItem(d, "weights");
+    const cJSON *coo = cJSON_GetObjectItem(sp, "weights");
+    const cJSON *rows = cJSON_GetObjectItem(coo, "rows"), *cols = cJSON_GetObjectItem(coo, "cols");
+    const cJSON *vals = cJSON_GetObjectItem(coo, "values");
+    int nnz = cJSON_GetArraySize(rows);
+    ck_assert_int_eq(cJSON_GetArraySize(cols), nnz);
+    ck_assert_int_eq(cJSON_GetArraySize(vals), nnz);
+    int kept[4][5] = {{0}};
+    for (int t = 0; t < nnz; t++) {
+        int i = cJSON_GetArrayItem(rows, t)->valueint, j = cJSON_GetArrayItem(cols, t)->valueint;
+        kept[i][j] = 1;
+        ck_assert_double_eq_tol(cJSON_GetArrayItem(vals, t)->valuedouble, at2(w, i, j), 1e-7);
+    }
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 5; j++) {
+            double v = at2(w, i, j);
+            size_t larger = 0;
+            for (int t = 0; t < 5; t++)
+                larger += at2(w, i, t) > v || (at2(w, i, t) == v && t < j);
+            int want = v > 0 && (topk ? larger < topk : v >= threshold);
+            ck_assert_msg(kept[i][j] == want, "row %d col %d: kept %d, expected %d", i, j,
+                          kept[i][j], want);
+        }
+    }
+    ck_assert_int_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(sp, "meta"), "nnz")->valueint, nnz);
+    cJSON_Delete(d);
+    cJSON_Delete(sp);
+}
+
+START_TEST(sparsify_topk_keeps_each_rows_largest)
+{
+    check_coo_against_dense("{\"topk\": 2}", 2, 0);
+    check_coo_against_dense("{\"topk\": 9}", 9, 0);
+}
+END_TEST
+
+START_TEST(sparsify_threshold_keeps_weights_at_or_above)
+{
+    check_coo_against_dense("{\"threshold\": 0.2}", 0, 0.2);
+}
+END_TEST
+
+START_TEST(sparsify_bad_requests_name_the_field)
+{
+    static const struct {
+        const char *body, *field;
+    } cases[] = {
+        {"{\"query\": [[1,0]], \"key\": [[1,0]], \"value\": [[1]], \"sparsify\": {\"topk\": 1, \"threshold\": 0.5}}", "/sparsify"},
+        {"{\"query\": [[1,0]], \"key\": [[1,0]], \"value\": [[1]], \"sparsify\": {\"topk\": 0}}", "/sparsify/topk"},
+        {"{\"query\": [[1,0]], \"key\": [[1,0]], \"value\": [[1]], \"sparsify\": {\"threshold\": 2}}", "/sparsify/threshold"},
+        {"{\"query\": [[1,0]], \"key\": [[1,0]], \"value\": [[1]], \"sparsify\": 3}", "/sparsify"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int st;
+        cJSON *j = call(srv_h_attention, cases[i].body, &st);
+        assert_error(j, st, 400, "invalid_argument", cases[i].field);
+        cJSON_Delete(j);
+    }
+    int st;
+    cJSON *j = call(srv_h_mha, "{\"query\": [[1,0]], \"num_heads\": 1, \"sparsify\": {\"topk\": 1}}", &st);
+    assert_error(j, st, 400, "invalid_argument", "/sparsify");
+    cJSON_Delete(j);
+}
+END_TEST
+
 static Suite *handlers_suite(void)
 {
     Suite *s = suite_create("handlers");
@@ -323,6 +403,9 @@ static Suite *handlers_suite(void)
     tcase_add_test(tc, attention_bad_requests_name_the_field);
     tcase_add_test(tc, attention_output_limit_is_413);
     tcase_add_test(tc, base64_output_decodes_to_the_json_numbers);
+    tcase_add_test(tc, sparsify_topk_keeps_each_rows_largest);
+    tcase_add_test(tc, sparsify_threshold_keeps_weights_at_or_above);
+    tcase_add_test(tc, sparsify_bad_requests_name_the_field);
     suite_add_tcase(s, tc);
     TCase *tm = tcase_create("multihead");
     tcase_add_checked_fixture(tm, setup, NULL);
