@@ -65,7 +65,7 @@ static void ptr_of(srv_ptr *p, const char *key)
 }
 
 /* Members the next feature set will bring: named, so users get a clear answer. */
-static bool reject_reserved(const cJSON *root, srv_err *e)
+static bool reject_reserved(const cJSON *root, bool linear_ok, srv_err *e)
 {
     static const char *const reserved[] = {"positional", NULL};
     const cJSON *it;
@@ -77,12 +77,12 @@ static bool reject_reserved(const cJSON *root, srv_err *e)
                                "%s is not supported yet by this server", reserved[i]);
         }
     }
-    if (member(root, "kernel", &it) &&
+    if (!linear_ok && member(root, "kernel", &it) &&
         !(cJSON_IsString(it) && strcmp(it->valuestring, "softmax") == 0)) {
         ptr_of(&p, "kernel");
         return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
-                           "kernel: linear kernels are not supported yet by this server "
-                           "(only \"softmax\")");
+                           "kernel: linear kernels are not supported yet on this route "
+                           "(only \"softmax\"; /v1/attention has them)");
     }
     if (member(root, "attn_mask", &it)) {
         ptr_of(&p, "attn_mask");
@@ -876,6 +876,60 @@ static bool write_coo(srv_jw *w, const sparsify *sp, const float *wts, size_t n,
     return true;
 }
 
+/*
+ * kernel: "softmax" (default) or {"type": "linear", "feature_map": "elu"}.
+ * Sets *linear. Linear attention has no scores, scale, softcap, bool mask,
+ * bias or pattern: those are refused by name rather than ignored.
+ */
+static bool read_kernel(const cJSON *root, bool *linear, srv_err *e)
+{
+    static const char *const keys[] = {"type", "feature_map", "num_features", "seed", NULL};
+    static const char *const incompatible[] = {"score",   "scale",   "softcap", "mask",
+                                               "attn_bias", "pattern", NULL};
+    const cJSON *kj = cJSON_GetObjectItemCaseSensitive(root, "kernel");
+    srv_ptr p, pk;
+    *linear = false;
+    if (kj == NULL || cJSON_IsNull(kj) ||
+        (cJSON_IsString(kj) && strcmp(kj->valuestring, "softmax") == 0))
+        return true;
+    ptr_of(&p, "kernel");
+    if (!cJSON_IsObject(kj))
+        return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
+                           "kernel: expected \"softmax\" or {\"type\": \"linear\", "
+                           "\"feature_map\": \"elu\"}");
+    if (!srv_json_check_keys(kj, &p, keys, e))
+        return false;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(kj, "type");
+    srv_ptr_key(&pk, &p, "type");
+    if (!cJSON_IsString(t) || strcmp(t->valuestring, "linear") != 0)
+        return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s, "kernel.type: expected \"linear\"");
+    const cJSON *fm = cJSON_GetObjectItemCaseSensitive(kj, "feature_map");
+    srv_ptr_key(&pk, &p, "feature_map");
+    if (fm != NULL && cJSON_IsString(fm) && strcmp(fm->valuestring, "favor") == 0)
+        return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
+                           "kernel.feature_map: \"favor\" (Performer) is not supported yet by "
+                           "this server; \"elu\" is");
+    if (fm != NULL && !(cJSON_IsString(fm) && strcmp(fm->valuestring, "elu") == 0))
+        return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
+                           "kernel.feature_map: expected \"elu\" (phi(x) = elu(x) + 1)");
+    for (const char *const *k = keys + 2; *k; k++)
+        if (cJSON_GetObjectItemCaseSensitive(kj, *k)) {
+            srv_ptr_key(&pk, &p, *k);
+            return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
+                               "kernel.%s applies to the favor feature map only", *k);
+        }
+    for (const char *const *k = incompatible; *k; k++)
+        if (cJSON_GetObjectItemCaseSensitive(root, *k)) {
+            ptr_of(&pk, *k);
+            return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
+                               "%s does not apply to a linear kernel (it has no softmax "
+                               "scores; causal and key_padding_mask do apply)",
+                               *k);
+        }
+    *linear = true;
+    return true;
+}
+
 /* --------------------------------------------------------- /v1/attention */
 
 typedef struct score_weights {
@@ -967,6 +1021,7 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     score_weights sw;
     attn_params p;
     sparsify spz;
+    bool linear = false;
     float *out = NULL, *wts = NULL, *scores = NULL;
     uint8_t *allowed = NULL;
     size_t max_el = app->config.max_elements;
@@ -983,7 +1038,8 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     cJSON *root = srv_json_parse_object(req->body, req->body_len, &e);
     if (!root)
         goto fail;
-    if (!srv_json_check_keys(root, &root_ptr, attention_keys, &e) || !reject_reserved(root, &e))
+    if (!srv_json_check_keys(root, &root_ptr, attention_keys, &e) ||
+        !reject_reserved(root, true, &e))
         goto fail;
 
     /* score first: it decides which widths must agree */
@@ -1003,8 +1059,15 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
         !read_scale_softcap(root, &c, &e) ||
         !read_return(root, RET_OUTPUT | RET_WEIGHTS | RET_SCORES | RET_PATTERN,
                      RET_OUTPUT | RET_WEIGHTS, &c, &e) ||
-        !read_qkv(root, &c, false, max_el, &e))
+        !read_kernel(root, &linear, &e) || !read_qkv(root, &c, false, max_el, &e))
         goto fail;
+    if (linear && (c.ret & RET_SCORES)) {
+        srv_ptr rp2;
+        ptr_of(&rp2, "return");
+        srv_err_set(&e, 400, SRV_CODE_INVALID, rp2.s,
+                    "return: a linear kernel has no softmax scores; ask for output and weights");
+        goto fail;
+    }
     size_t qo = c.batched ? 1 : 0;
     size_t dq = c.query.shape[qo + 1], dk = c.key.shape[qo + 1], dv = c.value.shape[qo + 1];
     if (cJSON_GetObjectItemCaseSensitive(root, "scale") && p.score != ATTN_SCORE_SCALED_DOT) {
@@ -1072,10 +1135,18 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
             want_s ? scores + b * n * m : NULL,
         };
         attn_result r;
+        attn_status st;
         p.masks = masks_for(&c, b, 0);
-        attn_status st = attn_forward(ws, &p, n, m, dq, dk, dv, c.query.data + b * n * dq,
-                                      c.key.data + b * m * dk, c.value.data + b * m * dv, &o,
-                                      &r);
+        if (linear) {
+            st = attn_linear_forward(ws, c.causal, n, m, dq, dv, c.query.data + b * n * dq,
+                                     c.key.data + b * m * dk, c.value.data + b * m * dv,
+                                     p.masks.key_padding, o.output, o.weights);
+            r.n_empty_rows = 0;
+            r.scale = 1;
+        } else {
+            st = attn_forward(ws, &p, n, m, dq, dk, dv, c.query.data + b * n * dq,
+                              c.key.data + b * m * dk, c.value.data + b * m * dv, &o, &r);
+        }
         if (st != ATTN_OK) {
             engine_error(st, &e);
             goto fail;
@@ -1126,8 +1197,16 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     write_tokens(&w, &c);
     srv_jw_key(&w, "meta");
     srv_jw_obj_begin(&w);
+    srv_jw_key(&w, "kernel");
+    if (linear)
+        srv_jw_cjson(&w, cJSON_GetObjectItemCaseSensitive(root, "kernel"));
+    else
+        srv_jw_str(&w, "softmax");
     srv_jw_key(&w, "score");
-    srv_jw_str(&w, attn_score_name(p.score));
+    if (linear)
+        srv_jw_null(&w);
+    else
+        srv_jw_str(&w, attn_score_name(p.score));
     srv_jw_key(&w, "scale");
     meta_float(&w, scale_used);
     write_common_meta(&w, &c);
@@ -1352,7 +1431,7 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
     cJSON *root = srv_json_parse_object(req->body, req->body_len, &e);
     if (!root)
         goto fail;
-    if (!srv_json_check_keys(root, &rp, mha_keys, &e) || !reject_reserved(root, &e))
+    if (!srv_json_check_keys(root, &rp, mha_keys, &e) || !reject_reserved(root, false, &e))
         goto fail;
     if (cJSON_GetObjectItemCaseSensitive(root, "sparsify")) {
         srv_ptr p;

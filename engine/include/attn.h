@@ -232,6 +232,24 @@ attn_status attn_forward(attn_ws *ws, const attn_params *p, size_t n, size_t m,
                          const float *k, const float *v, attn_outputs *out,
                          attn_result *res);
 
+/* ------------------------------------------------------ linear kernels */
+
+/*
+ * Linear attention with feature map phi(x) = elu(x) + 1 (Katharopoulos et al.
+ * 2020): out_i = phi(q_i) S / (phi(q_i) . z + 1e-6) with S = sum_j phi(k_j)^T v_j
+ * and z = sum_j phi(k_j) over the keys query i may see; no 1/sqrt(d) scaling.
+ * causal: ATTN_CAUSAL_NONE, or TOP_LEFT / BOTTOM_RIGHT as for softmax
+ * attention, computed with prefix sums. key_padding [m] (1 = ignored) or
+ * NULL. q [n][d], k [m][d], v [m][dv]; out [n][dv] or NULL; weights [n][m]
+ * (the implied phi(q_i).phi(k_j) / normaliser) or NULL: the n x m matrix is
+ * only built when weights is given, so memory is O((n + m) d + d dv) otherwise.
+ * Returns ATTN_ERR_INVALID / ATTN_ERR_SHAPE for bad arguments, ATTN_ERR_NOMEM
+ * when scratch cannot be had.
+ */
+attn_status attn_linear_forward(attn_ws *ws, attn_causal causal, size_t n, size_t m, size_t d,
+                                size_t dv, const float *q, const float *k, const float *v,
+                                const uint8_t *key_padding, float *out, float *weights);
+
 /* --------------------------------------------------------- multi-head */
 
 /*
