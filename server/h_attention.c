@@ -820,60 +820,66 @@ static size_t sparsify_row(const sparsify *sp, const float *row, size_t m, size_
     return cnt;
 }
 
-/* {"rows", "cols", "values", "shape"} for one [n][m] weight matrix. */
+/* {"rows", "cols", "values", "shape"} for one [n][m] weight matrix. Each row is
+ * selected once; the kept entries are collected, then written list by list. */
 static bool write_coo(srv_jw *w, const sparsify *sp, const float *wts, size_t n, size_t m,
                       size_t *nnz_total)
 {
     size_t *idx = malloc((m ? m : 1) * sizeof *idx);
     float *tmp = malloc((m ? m : 1) * sizeof *tmp);
-    float *vals = NULL;
-    size_t nnz = 0, cap = 0;
-    if (!idx || !tmp) {
-        free(idx);
-        free(tmp);
-        return false;
-    }
-    srv_jw_obj_begin(w);
-    srv_jw_key(w, "rows");
-    srv_jw_arr_begin(w);
-    for (size_t i = 0; i < n; i++) {
+    size_t cap = 64, nnz = 0;
+    size_t *rows = malloc(cap * sizeof *rows), *cols = malloc(cap * sizeof *cols);
+    float *vals = malloc(cap * sizeof *vals);
+    bool ok = idx && tmp && rows && cols && vals;
+    for (size_t i = 0; ok && i < n; i++) {
         size_t c = sparsify_row(sp, wts + i * m, m, idx, tmp);
-        for (size_t t = 0; t < c; t++)
-            srv_jw_uint(w, i);
-        nnz += c;
-    }
-    srv_jw_arr_end(w);
-    srv_jw_key(w, "cols");
-    srv_jw_arr_begin(w);
-    cap = nnz;
-    vals = malloc((cap ? cap : 1) * sizeof *vals);
-    if (!vals) {
-        free(idx);
-        free(tmp);
-        return false;
-    }
-    size_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t c = sparsify_row(sp, wts + i * m, m, idx, tmp);
-        for (size_t t = 0; t < c; t++) {
-            srv_jw_uint(w, idx[t]);
-            vals[v++] = wts[i * m + idx[t]];
+        if (nnz + c > cap) {
+            size_t ncap = cap;
+            while (ncap < nnz + c)
+                ncap *= 2;
+            size_t *nr = realloc(rows, ncap * sizeof *nr);
+            rows = nr ? nr : rows;
+            size_t *nc = nr ? realloc(cols, ncap * sizeof *nc) : NULL;
+            cols = nc ? nc : cols;
+            float *nv = nc ? realloc(vals, ncap * sizeof *nv) : NULL;
+            vals = nv ? nv : vals;
+            ok = nv != NULL;
+            cap = ok ? ncap : cap;
+        }
+        for (size_t t = 0; ok && t < c; t++, nnz++) {
+            rows[nnz] = i;
+            cols[nnz] = idx[t];
+            vals[nnz] = wts[i * m + idx[t]];
         }
     }
-    srv_jw_arr_end(w);
-    srv_jw_key(w, "values");
-    srv_jw_tensor(w, vals, 1, &nnz);
-    srv_jw_key(w, "shape");
-    srv_jw_arr_begin(w);
-    srv_jw_uint(w, n);
-    srv_jw_uint(w, m);
-    srv_jw_arr_end(w);
-    srv_jw_obj_end(w);
-    *nnz_total += nnz;
+    if (ok) {
+        srv_jw_obj_begin(w);
+        srv_jw_key(w, "rows");
+        srv_jw_arr_begin(w);
+        for (size_t t = 0; t < nnz; t++)
+            srv_jw_uint(w, rows[t]);
+        srv_jw_arr_end(w);
+        srv_jw_key(w, "cols");
+        srv_jw_arr_begin(w);
+        for (size_t t = 0; t < nnz; t++)
+            srv_jw_uint(w, cols[t]);
+        srv_jw_arr_end(w);
+        srv_jw_key(w, "values");
+        srv_jw_tensor(w, vals, 1, &nnz);
+        srv_jw_key(w, "shape");
+        srv_jw_arr_begin(w);
+        srv_jw_uint(w, n);
+        srv_jw_uint(w, m);
+        srv_jw_arr_end(w);
+        srv_jw_obj_end(w);
+        *nnz_total += nnz;
+    }
+    free(rows);
+    free(cols);
     free(vals);
     free(tmp);
     free(idx);
-    return true;
+    return ok;
 }
 
 /*
