@@ -1,4 +1,5 @@
-/* test_bad_requests.c - replays tests/data/bad_requests.json: status, code, field of each. */
+/* test_bad_requests.c - replays tests/data/bad_requests*.json: status, code, field of each. */
+#include <glob.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +9,8 @@
 
 #include "util_harness.h"
 
-#define TABLE_PATH ATTN_TEST_DATA "/bad_requests.json"
+/* Every table: bad_requests.json (the core) and bad_requests_<area>.json. */
+#define TABLE_GLOB ATTN_TEST_DATA "/bad_requests*.json"
 
 /* The second server's flags, for rows with "server": "small_limit". */
 #define SMALL_LIMIT_ARGS "--max-body-bytes", "65536", "--max-elements", "1000"
@@ -261,14 +263,35 @@ static void expect_still_right(const it_server *s)
     it_resp_free(&r);
 }
 
+/* The rows of every table, in one array (file order, then row order). */
+static cJSON *load_rows(int *n_files)
+{
+    glob_t g;
+    cJSON *all = cJSON_CreateArray();
+    ck_assert(all != NULL);
+    ck_assert_msg(glob(TABLE_GLOB, 0, NULL, &g) == 0 && g.gl_pathc > 0, "no %s", TABLE_GLOB);
+    for (size_t f = 0; f < g.gl_pathc; f++) {
+        cJSON *t = it_json_file_ok(g.gl_pathv[f]);
+        cJSON *rows = cJSON_DetachItemFromObjectCaseSensitive(t, "requests");
+        ck_assert_msg(cJSON_IsArray(rows), "%s: no \"requests\" list", g.gl_pathv[f]);
+        while (rows->child)
+            cJSON_AddItemToArray(all, cJSON_DetachItemViaPointer(rows, rows->child));
+        cJSON_Delete(rows);
+        cJSON_Delete(t);
+    }
+    *n_files = (int)g.gl_pathc;
+    globfree(&g);
+    return all;
+}
+
 /* ------------------------------------------------------------- tests */
 
 START_TEST(table_has_at_least_45_well_formed_rows)
 {
-    cJSON *t = it_json_file_ok(TABLE_PATH);
-    const cJSON *rows = cJSON_GetObjectItemCaseSensitive(t, "requests");
+    int n_files = 0;
+    cJSON *rows = load_rows(&n_files);
     ck_assert_msg(cJSON_IsArray(rows) && cJSON_GetArraySize(rows) >= 45,
-                  "bad_requests.json must hold at least 45 requests");
+                  "the bad_requests tables (%d files) must hold at least 45 requests", n_files);
     for (const cJSON *row = rows->child; row != NULL; row = row->next) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(row, "name");
         ck_assert_msg(cJSON_IsString(name), "every row needs a name");
@@ -283,14 +306,14 @@ START_TEST(table_has_at_least_45_well_formed_rows)
                                  name->valuestring) != 0,
                           "duplicate row name %s", name->valuestring);
     }
-    cJSON_Delete(t);
+    cJSON_Delete(rows);
 }
 END_TEST
 
 START_TEST(every_bad_request_gets_its_status_code_and_field_server_survives)
 {
-    cJSON *t = it_json_file_ok(TABLE_PATH);
-    const cJSON *rows = cJSON_GetObjectItemCaseSensitive(t, "requests");
+    int n_files = 0;
+    cJSON *rows = load_rows(&n_files);
     it_server *s = it_start_ok(NULL);
     int n_run = 0;
     char names[4096];
@@ -299,15 +322,15 @@ START_TEST(every_bad_request_gets_its_status_code_and_field_server_survives)
     ck_assert_msg(failed == 0, "%d of %d bad requests got the wrong answer (details on stderr): %s",
                   failed, n_run, names);
     expect_still_right(s);
-    cJSON_Delete(t);
+    cJSON_Delete(rows);
     it_stop_ok(s);
 }
 END_TEST
 
 START_TEST(bad_requests_over_small_limits_get_413_server_survives)
 {
-    cJSON *t = it_json_file_ok(TABLE_PATH);
-    const cJSON *rows = cJSON_GetObjectItemCaseSensitive(t, "requests");
+    int n_files = 0;
+    cJSON *rows = load_rows(&n_files);
     it_server *s = it_start_ok(SMALL_LIMIT_ARGS, NULL);
     int n_run = 0;
     char names[4096];
@@ -316,7 +339,7 @@ START_TEST(bad_requests_over_small_limits_get_413_server_survives)
     ck_assert_msg(failed == 0, "%d of %d requests got the wrong answer (details on stderr): %s",
                   failed, n_run, names);
     expect_still_right(s);
-    cJSON_Delete(t);
+    cJSON_Delete(rows);
     it_stop_ok(s);
 }
 END_TEST
