@@ -164,7 +164,81 @@ typedef struct attn_masks {
                                    (n * m_masked for [H][n][m] bias, 0 to share one) */
     size_t m_masked;
     const attn_pattern *pattern; /* NULL: dense */
+    /* Relative-position bias (ALiBi, T5 buckets): pair (i, j) of head h adds
+     * rel_bias[h * rel_bias_head_stride + (j - i) + (n - 1)], a vector of
+     * n + m_masked - 1 per head (distances -(n-1) .. m_masked-1), or NULL.
+     * O(n + m) memory where an [n][m] bias would be O(n m). */
+    const float *rel_bias;
+    size_t rel_bias_head_stride;
 } attn_masks;
+
+/* -------------------------------------------------- positional information */
+
+typedef enum attn_rope_style {
+    ATTN_ROPE_HALF = 0,        /* pairs (i, i + d/2): HuggingFace rotate_half (Llama, GPT-NeoX) */
+    ATTN_ROPE_INTERLEAVED = 1, /* pairs (2i, 2i + 1): GPT-J, Meta's original LLaMA */
+} attn_rope_style;
+
+/*
+ * Sinusoidal table (Vaswani et al. 2017): pe [length][dim] for positions
+ * offset .. offset + length - 1, pe[p][2i] = sin(p / base^(2i / dim)),
+ * pe[p][2i + 1] = cos(p / base^(2i / dim)) (an odd dim ends with a sin
+ * column); base is 10000 in the paper. Computed in double, stored as float.
+ * Returns ATTN_ERR_INVALID for dim 0, base <= 1 or NaN, or pe NULL with
+ * length > 0.
+ */
+attn_status attn_pos_sinusoidal(size_t length, size_t dim, size_t offset, double base, float *pe);
+
+/*
+ * ALiBi slopes (Press et al. 2022) for num_heads heads, as BLOOM's
+ * build_alibi_tensor computes them: for the largest power of two P <= H,
+ * slope_h = 2^(-8 (h + 1) / P); the remaining H - P heads take the odd
+ * powers of 2^(-4 / P) (interleaved slopes of 2P heads). slopes [H].
+ * Returns ATTN_ERR_INVALID for 0 heads or slopes NULL.
+ */
+attn_status attn_alibi_slopes(size_t num_heads, float *slopes);
+
+/*
+ * T5's relative position bucket (HuggingFace T5Attention._relative_position_bucket)
+ * for rel = key_pos - query_pos: exact buckets for small distances, then
+ * logarithmic up to max_distance; bidirectional halves the buckets between
+ * the two signs. Returns a bucket in [0, num_buckets), or -1 when
+ * num_buckets < 2 (4 bidirectional) or max_distance <= the exact range.
+ */
+int64_t attn_t5_bucket(int64_t rel, bool bidirectional, int64_t num_buckets,
+                       int64_t max_distance);
+
+/*
+ * Rotary position embedding (Su et al. 2021) in place: row r of x [n][d]
+ * (row stride ldx) is at position pos0 + r and its pair (a, b) (see
+ * attn_rope_style) at frequency k = 0 .. d/2 - 1 turns by angle
+ * pos * base^(-2k / d): (a, b) -> (a cos - b sin, b cos + a sin).
+ * Returns ATTN_ERR_INVALID for an odd or zero d, ldx < d, base <= 1 or an
+ * unknown style, or x NULL with n > 0.
+ */
+attn_status attn_rope_apply(attn_rope_style style, double base, size_t n, size_t d, size_t pos0,
+                            float *x, size_t ldx);
+
+/*
+ * Positions inside attention (attn_params.pos). Query i is at position i
+ * and key j at position j (0-based in both, also when n != m).
+ *   rope: queries and keys are rotated (attn_rope_apply) before the scores;
+ *     multi-head attention rotates each head's projected slice (hd even).
+ *   shaw_clip k, shaw_k [2k + 1][dk], shaw_v [2k + 1][dv] (Shaw et al. 2018):
+ *     with c = clip(j - i, -k, k) + k, the score of (i, j) adds
+ *     scale * q_i . shaw_k[c] and the output of row i adds
+ *     sum_j w_ij shaw_v[c]. Either table may be NULL (both NULL: off).
+ *     Scaled-dot and dot scores only; appended key columns get no term.
+ * Biases that depend on j - i alone (ALiBi, T5) go in attn_masks.rel_bias.
+ */
+typedef struct attn_positional {
+    bool rope;
+    attn_rope_style rope_style;
+    float rope_base; /* <= 0: 10000 */
+    size_t shaw_clip;
+    const float *shaw_k;
+    const float *shaw_v;
+} attn_positional;
 
 /* ------------------------------------------------------ single head */
 
@@ -200,6 +274,7 @@ typedef struct attn_params {
     const float *v;
     size_t da;
     attn_masks masks;
+    attn_positional pos; /* zero: no positional term */
 } attn_params;
 
 /* Where results go. Any pointer may be NULL: that result is not computed

@@ -66,6 +66,12 @@ attn_status attn__params_check(const attn_params *p)
         return ATTN_ERR_INVALID;
     if (p->score == ATTN_SCORE_SCALED_DOT && isinf(p->scale) && p->scale > 0.0f)
         return ATTN_ERR_INVALID;
+    if ((p->pos.shaw_k || p->pos.shaw_v) && !score_is_dot(p->score))
+        return ATTN_ERR_UNSUPPORTED;
+    if (p->pos.rope && ((unsigned)p->pos.rope_style > ATTN_ROPE_INTERLEAVED ||
+                        isnan(p->pos.rope_base) || isinf(p->pos.rope_base) ||
+                        (p->pos.rope_base > 0.0f && p->pos.rope_base <= 1.0f)))
+        return ATTN_ERR_INVALID;
     switch (p->score) {
     case ATTN_SCORE_GENERAL:
         if (!p->w)
@@ -83,6 +89,11 @@ attn_status attn__params_check(const attn_params *p)
         break;
     }
     return ATTN_OK;
+}
+
+static bool has_shaw(const attn_params *p)
+{
+    return p->pos.shaw_k || p->pos.shaw_v;
 }
 
 /* Saturating a + b and a * b for the pattern bounds. */
@@ -111,7 +122,7 @@ static size_t sparse_width(const attn__head *h)
     const size_t rows = h->n < BLOCK_ROWS ? h->n : BLOCK_ROWS;
     size_t left = 0, right = 0;
 
-    if (!pt || h->weights || pt->stride > 0 || m == 0)
+    if (!pt || h->weights || pt->stride > 0 || m == 0 || has_shaw(h->p))
         return 0;
     if (pt->has_window) {
         if (pt->window_left < 0 || pt->window_right < 0)
@@ -168,6 +179,12 @@ attn_status attn__head_scratch_floats(const attn__head *h, size_t *n_floats)
             if (!attn__size_add(total, mm / sizeof(float) + 1, &total))
                 return ATTN_ERR_OVERFLOW;
         }
+    }
+    if (has_shaw(h->p)) { /* Shaw: Q_blk A_k^T and the bucketed weights, [rows][2k + 1] each */
+        size_t nb;
+        if (!attn__size_mul(2, h->p->pos.shaw_clip, &nb) || !attn__size_add(nb, 1, &nb) ||
+            !attn__size_mul(2 * rows, nb, &t) || !attn__size_add(total, t, &total))
+            return ATTN_ERR_OVERFLOW;
     }
     if (s == ATTN_SCORE_GENERAL) { /* Q_blk W [rows][dk] */
         if (!attn__size_mul(rows, h->dk, &t) || !attn__size_add(total, t, &total))
@@ -276,7 +293,55 @@ typedef struct head_bufs {
     size_t *cols; /* [width] key columns of the tile */
     size_t *rnd;  /* [rows][r] random keys per row */
     float *srow;  /* [m] dense row for global queries */
+    /* Shaw relative positions */
+    float *rel_s; /* [rows][2k + 1] q . shaw_k per clipped distance */
+    float *rel_w; /* [rows][2k + 1] weights summed per clipped distance */
 } head_bufs;
+
+/* Bucket of pair (i, j) for Shaw tables with clip k: clip(j - i, -k, k) + k. */
+static size_t shaw_bucket(size_t i, size_t j, size_t k)
+{
+    if (j >= i)
+        return j - i >= k ? 2 * k : k + (j - i);
+    return i - j >= k ? 0 : k - (i - j);
+}
+
+/* Shaw keys: s[r][j] += scale * q_{i0+r} . shaw_k[bucket(i, j)] for the masked columns. */
+static void shaw_scores(const attn__head *h, const head_bufs *b, size_t i0, size_t rows, float *s)
+{
+    const attn_positional *ps = &h->p->pos;
+    const size_t k = ps->shaw_clip, nb = 2 * k + 1, m = h->m;
+    const size_t mm = h->p->masks.m_masked ? h->p->masks.m_masked : m;
+    if (!ps->shaw_k)
+        return;
+    attn__sgemm(false, true, rows, nb, h->dk, h->scale, h->q + i0 * h->ldq, h->ldq, ps->shaw_k,
+                h->dk, 0.0f, b->rel_s, nb);
+    for (size_t r = 0; r < rows; r++) {
+        const float *rs = b->rel_s + r * nb;
+        for (size_t j = 0; j < mm; j++)
+            s[r * m + j] += rs[shaw_bucket(i0 + r, j, k)];
+    }
+}
+
+/* Shaw values: out_{i0+r} += sum_j p[r][j] shaw_v[bucket(i, j)]. */
+static void shaw_values(const attn__head *h, const head_bufs *b, size_t i0, size_t rows,
+                        const float *pw, float *o)
+{
+    const attn_positional *ps = &h->p->pos;
+    const size_t k = ps->shaw_clip, nb = 2 * k + 1, m = h->m;
+    const size_t mm = h->p->masks.m_masked ? h->p->masks.m_masked : m;
+    if (!ps->shaw_v)
+        return;
+    for (size_t r = 0; r < rows; r++) {
+        float *rw = b->rel_w + r * nb;
+        for (size_t c = 0; c < nb; c++)
+            rw[c] = 0.0f;
+        for (size_t j = 0; j < mm; j++)
+            rw[shaw_bucket(i0 + r, j, k)] += pw[r * m + j];
+    }
+    attn__sgemm(false, false, rows, h->dv, nb, 1.0f, b->rel_w, nb, ps->shaw_v, h->dv, 1.0f, o,
+                h->ldo);
+}
 
 /* Rows [i0, i0 + rows) over all m keys, in s [rows][m] (the dense path). */
 static void dense_block(const attn__head *h, const head_bufs *b, size_t i0, size_t rows, float *s,
@@ -287,6 +352,8 @@ static void dense_block(const attn__head *h, const head_bufs *b, size_t i0, size
     bool empty[BLOCK_ROWS];
 
     block_scores(h, i0, rows, s, b->tmp, b->keys_proj);
+    if (b->rel_s)
+        shaw_scores(h, b, i0, rows, s);
     if (p->softcap > 0.0f) {
         const float c = p->softcap, inv_c = 1.0f / p->softcap;
         for (size_t x = 0; x < rows * m; x++)
@@ -312,6 +379,8 @@ static void dense_block(const attn__head *h, const head_bufs *b, size_t i0, size
     if (h->out) {
         float *o = h->out + i0 * h->ldo;
         attn__sgemm(false, false, rows, h->dv, m, 1.0f, s, m, h->v, h->ldv, 0.0f, o, h->ldo);
+        if (b->rel_w)
+            shaw_values(h, b, i0, rows, s, o);
         /* Exactly 0, even if v holds values that 0 * v would not zero. */
         for (size_t r = 0; r < rows; r++)
             if (empty[r])
@@ -504,6 +573,13 @@ void attn__head_forward(const attn__head *h, float *scratch, size_t *n_empty, si
             cur = align16(cur + mm / sizeof(float) + 1);
         }
     }
+    if (has_shaw(p)) {
+        const size_t nb = 2 * p->pos.shaw_clip + 1;
+        b.rel_s = cur;
+        cur = align16(cur + bmax * nb);
+        b.rel_w = cur;
+        cur = align16(cur + bmax * nb);
+    }
     if (p->score == ATTN_SCORE_GENERAL) {
         b.tmp = cur;
     } else if (score_is_additive(p->score)) {
@@ -557,6 +633,8 @@ attn_status attn_forward(attn_ws *ws, const attn_params *p, size_t n, size_t m, 
         return st;
     if (dq == 0 || dk == 0 || (score_is_dot(p->score) && dq != dk))
         return ATTN_ERR_SHAPE;
+    if (p->pos.rope && (dq % 2 != 0 || dk % 2 != 0))
+        return ATTN_ERR_SHAPE;
     if (n > 0 && m > 0 && (!q || !k || !v))
         return ATTN_ERR_INVALID;
     /* Every dimension and leading dimension handed to sgemm must fit its int. */
@@ -596,6 +674,20 @@ attn_status attn_forward(attn_ws *ws, const attn_params *p, size_t n, size_t m, 
     float *scratch = NULL;
     if (n_floats > 0 && !(scratch = attn__ws_floats(ws, n_floats)))
         return ATTN_ERR_NOMEM;
+    if (p->pos.rope && n > 0 && m > 0) {
+        /* Rotated copies: the caller's q and k stay as they are. */
+        float *qr = attn__ws_floats(ws, n * dq), *kr = attn__ws_floats(ws, m * dk);
+        if (!qr || !kr)
+            return ATTN_ERR_NOMEM;
+        memcpy(qr, q, n * dq * sizeof(float));
+        memcpy(kr, k, m * dk * sizeof(float));
+        const double base = p->pos.rope_base > 0.0f ? p->pos.rope_base : 10000.0;
+        if ((st = attn_rope_apply(p->pos.rope_style, base, n, dq, 0, qr, dq)) != ATTN_OK ||
+            (st = attn_rope_apply(p->pos.rope_style, base, m, dk, 0, kr, dk)) != ATTN_OK)
+            return st;
+        h.q = qr;
+        h.k = kr;
+    }
 
     size_t n_empty = 0, n_allowed = 0;
     attn__head_forward(&h, scratch, &n_empty, &n_allowed);

@@ -110,7 +110,7 @@ attn_status attn__masks_check(const attn_masks *mk, size_t n, size_t m)
 bool attn__masks_empty(const attn_masks *mk)
 {
     return mk->causal == ATTN_CAUSAL_NONE && !mk->mask && !mk->key_padding && !mk->bias &&
-           !mk->pattern;
+           !mk->rel_bias && !mk->pattern;
 }
 
 /*
@@ -142,6 +142,8 @@ size_t attn__masks_apply(const attn_masks *mk, size_t head, size_t n, size_t m, 
 {
     const size_t mm = mk->m_masked ? mk->m_masked : m;
     const float *bias = mk->bias ? mk->bias + head * mk->bias_head_stride : NULL;
+    /* relative bias: entry (j - i) + (n - 1) of this head's [n + mm - 1] vector */
+    const float *rel = mk->rel_bias ? mk->rel_bias + head * mk->rel_bias_head_stride : NULL;
     size_t n_allowed = rows * (m - mm); /* appended key columns are always allowed */
 
     for (size_t r = 0; r < rows; r++) {
@@ -165,6 +167,8 @@ size_t attn__masks_apply(const attn_masks *mk, size_t head, size_t n, size_t m, 
             }
             if (brow)
                 row[j] += brow[j];
+            if (rel)
+                row[j] += rel[j + (n - 1 - i)];
             n_allowed++;
         }
         for (size_t j = end; j < mm; j++)
@@ -179,6 +183,8 @@ size_t attn__masks_apply_cols(const attn_masks *mk, size_t head, size_t n, size_
 {
     const size_t mm = mk->m_masked ? mk->m_masked : m;
     const float *bias = mk->bias ? mk->bias + head * mk->bias_head_stride : NULL;
+    /* relative bias: entry (j - i) + (n - 1) of this head's [n + mm - 1] vector */
+    const float *rel = mk->rel_bias ? mk->rel_bias + head * mk->rel_bias_head_stride : NULL;
     const attn_pattern *p = mk->pattern;
     size_t n_allowed = 0;
 
@@ -213,6 +219,8 @@ size_t attn__masks_apply_cols(const attn_masks *mk, size_t head, size_t n, size_
             }
             if (brow)
                 row[c] += brow[j];
+            if (rel)
+                row[c] += rel[j + (n - 1 - i)];
             n_allowed++;
         }
     }

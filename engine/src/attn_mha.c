@@ -49,6 +49,8 @@ static attn_status mha_check(const attn_mha_config *c, const attn_mha_weights *w
 
     if (c->attn.score != ATTN_SCORE_SCALED_DOT && c->attn.score != ATTN_SCORE_DOT)
         return ATTN_ERR_INVALID;
+    if (c->attn.pos.rope && d->hd % 2 != 0)
+        return ATTN_ERR_SHAPE;
     if ((st = attn__params_check(&c->attn)) != ATTN_OK)
         return st;
     if (!w->q_proj || !w->k_proj || !w->v_proj || !w->out_proj)
@@ -146,6 +148,17 @@ attn_status attn_mha_forward(attn_ws *ws, const attn_mha_config *c, const attn_m
     linear(query, n, d.E, w->q_proj, w->q_bias, d.E, qp, d.E);
     mha_project_kv(key, m, d.kdim, w->k_proj, w->k_bias, w->bias_k, c->add_zero_attn, d.Ekv, kp);
     mha_project_kv(value, m, d.vdim, w->v_proj, w->v_bias, w->bias_v, c->add_zero_attn, d.Ekv, vp);
+    if (c->attn.pos.rope) {
+        /* Each head's slice turns on its own: positions 0..n-1 and 0..m-1; the
+         * appended bias_k / zero rows carry no position. */
+        const double base = c->attn.pos.rope_base > 0.0f ? c->attn.pos.rope_base : 10000.0;
+        for (size_t hi = 0; hi < d.H && st == ATTN_OK; hi++)
+            st = attn_rope_apply(c->attn.pos.rope_style, base, n, d.hd, 0, qp + hi * d.hd, d.E);
+        for (size_t hi = 0; hi < d.Hkv && st == ATTN_OK; hi++)
+            st = attn_rope_apply(c->attn.pos.rope_style, base, m, d.hd, 0, kp + hi * d.hd, d.Ekv);
+        if (st != ATTN_OK)
+            return st;
+    }
     if (out->k)
         memcpy(out->k, kp, m * d.Ekv * sizeof(float));
     if (out->v)
