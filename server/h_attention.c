@@ -10,16 +10,8 @@
 /* Members the next feature set will bring: named, so users get a clear answer. */
 static bool reject_reserved(const cJSON *root, bool linear_ok, srv_err *e)
 {
-    static const char *const reserved[] = {"positional", NULL};
     const cJSON *it;
     srv_ptr p;
-    for (size_t i = 0; reserved[i]; i++) {
-        if (hc_member(root, reserved[i], &it)) {
-            hc_ptr_of(&p, reserved[i]);
-            return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
-                               "%s is not supported yet by this server", reserved[i]);
-        }
-    }
     if (!linear_ok && hc_member(root, "kernel", &it) &&
         !(cJSON_IsString(it) && strcmp(it->valuestring, "softmax") == 0)) {
         hc_ptr_of(&p, "kernel");
@@ -317,6 +309,45 @@ static bool read_score_weights(const cJSON *root, attn_score score, size_t dq, s
     return true;
 }
 
+/*
+ * positional for a block of `heads` heads with per-head widths dq, dk, dv:
+ * reads it, checks what the score and kernel allow, and adds sinusoidal or
+ * learned tables to the inputs (query, key, value as given; in self-attention
+ * key and value are the query, so it gets the table once).
+ */
+static bool read_positional(const cJSON *root, hc_req *c, attn_score score, size_t heads,
+                            size_t dq, size_t dk, size_t dv, bool linear, size_t max_el,
+                            srv_err *e)
+{
+    static const char *const names[] = {"query", "key", "value", NULL};
+    const size_t qo = c->batched ? 1 : 0;
+    const size_t widths[3] = {c->query.shape[qo + 1], c->key.data ? c->key.shape[qo + 1] : 0,
+                              c->value.data ? c->value.shape[qo + 1] : 0};
+    srv_pos_dims d = {.heads = heads, .head_dim = dq, .head_dim_v = dv, .input_names = names,
+                      .input_widths = widths, .softmax = !linear};
+    srv_ptr p;
+    if (!srv_pos_read(root, &d, max_el, &c->pos, e))
+        return false;
+    hc_ptr_of(&p, "positional");
+    if (c->pos.type == SRV_POS_ROPE && dk % 2 != 0)
+        return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
+                           "positional: rope turns pairs of dimensions, but key rows have %zu "
+                           "values (odd)",
+                           dk);
+    if (c->pos.type == SRV_POS_RELATIVE && score != ATTN_SCORE_SCALED_DOT &&
+        score != ATTN_SCORE_DOT)
+        return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
+                           "positional: relative (Shaw) tables need score \"scaled_dot\" or "
+                           "\"dot\"");
+    srv_tensor *in[3] = {&c->query, &c->key, &c->value};
+    const size_t rows[3] = {c->n, c->m, c->m};
+    for (size_t i = 0; i < 3; i++)
+        if (in[i]->data && srv_pos_adds_to(&c->pos, i) &&
+            !srv_pos_add(&c->pos, in[i]->data, c->batch, rows[i], widths[i], names[i], e))
+            return false;
+    return true;
+}
+
 static const char *const attention_keys[] = {"query",
                                              "key",
                                              "value",
@@ -420,6 +451,8 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
         !read_sparsify(root, &spz, &e) || !hc_read_tokens(root, "tokens", c.n, &c.tokens, &e) ||
         !hc_read_tokens(root, "key_tokens", c.m, &c.key_tokens, &e))
         goto fail;
+    if (!read_positional(root, &c, p.score, 1, dq, dk, dv, linear, max_el, &e))
+        goto fail;
 
     size_t B = c.batch, n = c.n, m = c.m;
     /* sparsify implies weights, returned as COO triplets */
@@ -456,6 +489,8 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     }
     p.scale = (float)c.scale;
     p.softcap = (float)c.softcap;
+    if (!srv_pos_apply(&c.pos, n, m, &p, &e))
+        goto fail;
     double te = srv_now_ms();
     for (size_t b = 0; b < B; b++) {
         attn_outputs o = {
@@ -850,7 +885,10 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
     }
     if (!hc_read_masks(root, &c, (size_t)H, max_el, &e) || !hc_read_pattern(root, &c, &e) ||
         !hc_read_tokens(root, "tokens", c.n, &c.tokens, &e) ||
-        !hc_read_tokens(root, "key_tokens", c.m, &c.key_tokens, &e))
+        !hc_read_tokens(root, "key_tokens", c.m, &c.key_tokens, &e) ||
+        !read_positional(root, &c, ATTN_SCORE_SCALED_DOT, (size_t)H, hd, hd, hd, false, max_el,
+                         &e) ||
+        !srv_pos_apply(&c.pos, c.n, c.m, &cfg.attn, &e))
         goto fail;
 
     size_t B = c.batch, n = c.n, m = c.m;

@@ -19,6 +19,7 @@ void hc_req_free(hc_req *c)
     srv_btensor_free(&c->kpm);
     srv_tensor_free(&c->bias);
     free(c->globals);
+    srv_pos_free(&c->pos);
 }
 
 bool hc_member(const cJSON *root, const char *key, const cJSON **out)
@@ -482,6 +483,10 @@ attn_masks hc_masks_for(const hc_req *c, size_t b, size_t bias_heads)
     if (c->kpm.data)
         mk.key_padding = c->kpm.data + (c->kpm.rank == 2 ? b * c->m : 0);
     mk.pattern = c->has_pattern ? &c->pat : NULL;
+    if (c->pos.rel_bias) { /* ALiBi / T5: the same for every batch element */
+        mk.rel_bias = c->pos.rel_bias;
+        mk.rel_bias_head_stride = c->n + c->m - 1;
+    }
     if (c->bias.data) {
         size_t r = c->bias.rank;
         bool per_head = (r == 4) || (r == 3 && !c->batched);
@@ -565,6 +570,7 @@ void hc_write_common_meta(srv_jw *w, const hc_req *c)
                 srv_jw_null(w);
         }
     }
+    srv_pos_meta(w, &c->pos);
     srv_jw_key(w, "batch");
     if (c->batched)
         srv_jw_uint(w, c->batch);

@@ -7,6 +7,7 @@
 
 #include "attn.h"
 #include "json.h"
+#include "positional.h"
 #include "srv.h"
 
 /*
@@ -51,6 +52,7 @@ typedef struct hc_req {
     bool has_pattern;
     size_t *globals; /* pat.global_tokens storage */
     const cJSON *pattern_json;
+    srv_pos pos; /* positional (srv_pos_read) */
 } hc_req;
 
 /* Shape of a per-request result: [B] prepended when batched. */

@@ -1,4 +1,5 @@
 /* routes.c - the route table: every endpoint the service answers, in one place. */
+#include "positional.h"
 #include "srv.h"
 
 /* Order matters only among patterns that could match the same path: the
@@ -10,6 +11,7 @@ const srv_route srv_routes[] = {
     {"GET", "/openapi.yaml", srv_h_openapi, false},
     {"POST", "/v1/attention", srv_h_attention, true},
     {"POST", "/v1/multihead_attention", srv_h_mha, true},
+    {"POST", "/v1/positional_encoding", srv_h_positional, true},
 };
 
 const size_t srv_n_routes = sizeof srv_routes / sizeof srv_routes[0];

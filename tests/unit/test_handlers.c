@@ -149,7 +149,7 @@ START_TEST(attention_bad_requests_name_the_field)
         {"{\"query\": [[1,2]], \"key\": [[1,2]], \"value\": [[1]], \"return\": [\"output\", \"logits\"]}", 400, "invalid_argument", "/return/1"},
         {"{\"query\": [[1,2]], \"key\": [[1,2]], \"value\": [[1]], \"causal\": \"sideways\"}", 400, "invalid_argument", "/causal"},
         {"{\"query\": [[1,2]], \"key\": [[1,2]], \"value\": [[1]], \"pattern\": {\"window\": -1}}", 400, "invalid_argument", "/pattern/window"},
-        {"{\"query\": [[1,2]], \"key\": [[1,2]], \"value\": [[1]], \"positional\": {\"type\": \"rope\"}}", 400, "invalid_argument", "/positional"},
+        {"{\"query\": [[1,2,3]], \"key\": [[1,2,3]], \"value\": [[1]], \"positional\": {\"type\": \"rope\"}}", 400, "invalid_argument", "/positional/type"},
         {"{\"query\": [[1,2]], \"key\": [[1,2]], \"value\": [[1]], \"tokens\": [\"a\", \"b\"]}", 400, "invalid_argument", "/tokens"},
         {"{\"query\": [[1,2]], \"key\": [[1,2]]", 400, "malformed_json", ""},
         {"[1,2]", 400, "invalid_argument", ""},

@@ -342,10 +342,12 @@ START_TEST(route_table_is_complete)
     static const char *const want[][2] = {
         {"GET", "/healthz"},      {"GET", "/readyz"},        {"GET", "/v1/info"},
         {"GET", "/openapi.yaml"}, {"POST", "/v1/attention"}, {"POST", "/v1/multihead_attention"},
+        {"POST", "/v1/positional_encoding"},
     };
+    const size_t n_want = sizeof want / sizeof want[0];
 
-    ck_assert_uint_eq(srv_n_routes, 6);
-    for (size_t i = 0; i < 6; i++) {
+    ck_assert_uint_eq(srv_n_routes, n_want);
+    for (size_t i = 0; i < n_want; i++) {
         bool found = false;
         for (size_t j = 0; j < srv_n_routes; j++)
             found = found || (strcmp(srv_routes[j].method, want[i][0]) == 0 &&
