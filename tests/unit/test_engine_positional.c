@@ -267,11 +267,11 @@ START_TEST(rope_in_multihead_rotates_each_head_slice)
         }
     /* an odd head width is refused */
     attn_mha_config c3 = c;
+    attn_mha_outputs none = {0};
     c3.num_heads = 4; /* hd = 2: fine */
-    ck_assert_int_eq(attn_mha_forward(ws, &c3, &w, N, N, x, x, x, &out, NULL), ATTN_OK);
+    ck_assert_int_eq(attn_mha_forward(ws, &c3, &w, N, N, x, x, x, &none, NULL), ATTN_OK);
     c3.embed_dim = 6;
     c3.num_heads = 2; /* hd = 3 */
-    attn_mha_outputs none = {0};
     ck_assert_int_eq(attn_mha_forward(ws, &c3, &w, 1, 1, x, x, x, &none, NULL), ATTN_ERR_SHAPE);
     attn_ws_free(ws);
 }
