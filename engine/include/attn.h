@@ -417,6 +417,166 @@ attn_status attn_mha_init_seeded(const attn_mha_config *c, uint64_t seed,
 /* Frees a buffer the engine allocated for the caller with malloc. NULL is a no-op. */
 void attn_free_buffer(void *p);
 
+/* ---------------------------------------------------- transformer blocks */
+
+/*
+ * torch.nn.TransformerEncoder / TransformerDecoder and their layers
+ * (batch_first, dropout 0), one sequence per call. With E = d_model,
+ * H = nhead, F = dim_feedforward, L = num_layers:
+ *   encoder layer, post-norm: x = norm1(x + sa(x)); x = norm2(x + ff(x))
+ *   encoder layer, norm_first: x = x + sa(norm1(x)); x = x + ff(norm2(x))
+ *   decoder layer, post-norm: x = norm1(x + sa(x)); x = norm2(x + ca(x, mem));
+ *                             x = norm3(x + ff(x))
+ *   decoder layer, norm_first: x = x + sa(norm1(x)); x = x + ca(norm2(x), mem);
+ *                              x = x + ff(norm3(x))
+ *   stack: L layers, then the final norm when one is given.
+ * sa/ca are attn_mha_forward blocks (self-attention, cross-attention over the
+ * memory), ff is linear2(act(linear1(x))). A single layer is a stack with
+ * L = 1 and no final norm.
+ */
+
+typedef enum attn_activation {
+    ATTN_ACTIVATION_RELU = 0,
+    ATTN_ACTIVATION_GELU = 1, /* exact x * Phi(x) with erf (torch's approximate='none') */
+} attn_activation;
+
+/* Returns "relu" or "gelu", or NULL if a is unknown. */
+const char *attn_activation_name(attn_activation a);
+
+/* Parses an activation name; returns 0 and sets *out, or ATTN_ERR_INVALID. */
+attn_status attn_activation_parse(const char *name, attn_activation *out);
+
+/*
+ * Layer norm over the last dimension, as torch.nn.LayerNorm:
+ * y = (x - mean) / sqrt(var + eps) * weight + bias, var the biased variance.
+ * x [n][d], weight [d] or NULL (1), bias [d] or NULL (0), y [n][d] (may be x).
+ * Returns ATTN_ERR_INVALID for eps <= 0 or not finite, d == 0, or a NULL
+ * x / y with n > 0; ATTN_ERR_OVERFLOW if n * d overflows.
+ */
+attn_status attn_layer_norm(size_t n, size_t d, float eps, const float *x, const float *weight,
+                            const float *bias, float *y);
+
+/* A Linear or LayerNorm's parameters (state_dict "<name>.weight", "<name>.bias").
+ * Linear: weight [out][in], bias [out]; LayerNorm: weight [E], bias [E].
+ * bias NULL means none (torch's bias=False). */
+typedef struct attn_tf_affine {
+    const float *weight;
+    const float *bias;
+} attn_tf_affine;
+
+/*
+ * Feed-forward block: y = act(x * w1^T + b1) * w2^T + b2.
+ * x [n][E], linear1 weight [F][E] bias [F], linear2 weight [E][F] bias [E],
+ * y [n][E] (must not overlap x). Scratch [n][F] comes from ws.
+ * Returns ATTN_ERR_INVALID for NULL arguments (x / y with n > 0, weights),
+ * E or F == 0 or an unknown activation; ATTN_ERR_OVERFLOW for sizes beyond
+ * size_t or the BLAS integer; ATTN_ERR_NOMEM if scratch cannot be had.
+ */
+attn_status attn_ffn_forward(attn_ws *ws, attn_activation act, size_t n, size_t E, size_t F,
+                             const float *x, const attn_tf_affine *linear1,
+                             const attn_tf_affine *linear2, float *y);
+
+/* An nn.MultiheadAttention inside a layer (state_dict "self_attn.*" or
+ * "multihead_attn.*"): in_proj_weight [3E][E], in_proj_bias [3E] or NULL,
+ * out_proj.weight [E][E], out_proj.bias [E] or NULL. */
+typedef struct attn_tf_attention {
+    const float *in_proj_weight;
+    const float *in_proj_bias;
+    const float *out_proj_weight;
+    const float *out_proj_bias;
+} attn_tf_attention;
+
+/* One layer, field for state_dict key ("layers.{i}." prefix in a stack).
+ * multihead_attn and norm3 are the decoder's; an encoder ignores them. */
+typedef struct attn_tf_layer {
+    attn_tf_attention self_attn;      /* self_attn.* */
+    attn_tf_attention multihead_attn; /* multihead_attn.* (decoder) */
+    attn_tf_affine linear1;           /* linear1.weight [F][E], linear1.bias [F] */
+    attn_tf_affine linear2;           /* linear2.weight [E][F], linear2.bias [E] */
+    attn_tf_affine norm1;             /* norm1.weight [E], norm1.bias [E] */
+    attn_tf_affine norm2;             /* norm2.* [E] */
+    attn_tf_affine norm3;             /* norm3.* [E] (decoder) */
+} attn_tf_layer;
+
+/* A stack: layers [L] ("layers.{i}.*") and the final norm ("norm.weight",
+ * "norm.bias"), applied when norm.weight is set. */
+typedef struct attn_tf_weights {
+    const attn_tf_layer *layers;
+    attn_tf_affine norm;
+} attn_tf_weights;
+
+typedef struct attn_tf_config {
+    size_t d_model;         /* E */
+    size_t nhead;           /* H, divides E */
+    size_t dim_feedforward; /* F */
+    size_t num_layers;      /* L >= 1 */
+    attn_activation activation;
+    bool norm_first;
+    float layer_norm_eps; /* > 0; torch's default is 1e-5 */
+    /* Template for every layer's self-attention, passed on unchanged: score
+     * (SCALED_DOT or DOT), scale, softcap, masks over [n][n] (mask 1 = may
+     * attend, key_padding [n] 1 = ignored, causal, bias, pattern) and any
+     * positional setting attn_params carries. Zero-initialised: plain
+     * scaled-dot attention, as torch. */
+    attn_params self_attn;
+    /* Decoder cross-attention (scaled dot, default scale) over [n][m]: mask
+     * (memory_mask, 1 = may attend), key_padding [m] (memory_key_padding_mask,
+     * 1 = ignored), causal, bias, pattern. Encoders ignore it. */
+    attn_masks cross_masks;
+} attn_tf_config;
+
+/* Results; any pointer may be NULL (per-head weights are only computed when asked for). */
+typedef struct attn_tf_outputs {
+    float *output;        /* [n][E] */
+    float *self_weights;  /* [L][H][n][n] per layer, per head */
+    float *cross_weights; /* [L][H][n][m] (decoder) */
+} attn_tf_outputs;
+
+/*
+ * Encoder stack over src [n][E]. res (may be NULL) gets the self-attention
+ * scale, and the most empty rows and allowed pairs any block saw.
+ * Returns ATTN_ERR_INVALID for a NULL argument or weight, a bad config
+ * (E, H, F, L == 0, H not dividing E, eps <= 0, unknown activation, a score
+ * other than SCALED_DOT / DOT, a bad mask or softcap), ATTN_ERR_SHAPE when
+ * the masks do not cover [n][n], ATTN_ERR_OVERFLOW for sizes beyond size_t
+ * or the BLAS integer, ATTN_ERR_NOMEM if scratch cannot be had. Arguments are
+ * checked before anything is computed.
+ */
+attn_status attn_tf_encoder_forward(attn_ws *ws, const attn_tf_config *c, const attn_tf_weights *w,
+                                    size_t n, const float *src, attn_tf_outputs *out,
+                                    attn_result *res);
+
+/*
+ * Decoder stack over tgt [n][E] and memory [m][E]; as the encoder, plus the
+ * cross-attention masks (c->cross_masks over [n][m]) and cross_weights.
+ * Returns the encoder's errors, for the decoder's weights too.
+ */
+attn_status attn_tf_decoder_forward(attn_ws *ws, const attn_tf_config *c, const attn_tf_weights *w,
+                                    size_t n, size_t m, const float *tgt, const float *memory,
+                                    attn_tf_outputs *out, attn_result *res);
+
+/*
+ * Deterministic initial weights for a stack (decoder layers when decoder is
+ * true), with torch's distributions:
+ *   in_proj_weight: xavier_uniform on [3E][E]; in_proj_bias, out_proj.bias: 0
+ *     (nn.MultiheadAttention._reset_parameters);
+ *   out_proj.weight, linear1.*, linear2.*: nn.Linear's default,
+ *     U(-1/sqrt(in), 1/sqrt(in)) with in = E (linear2: F);
+ *   norm*.weight: 1, norm*.bias: 0; the final norm too when final_norm.
+ * bias false leaves every bias NULL (torch's bias=False).
+ * Random numbers: splitmix64 seeded with seed (attn_rng_uniform), drawn layer
+ * by layer in state_dict order: self_attn.in_proj_weight,
+ * self_attn.out_proj.weight, [multihead_attn.in_proj_weight,
+ * multihead_attn.out_proj.weight,] linear1.weight, linear1.bias,
+ * linear2.weight, linear2.bias. The numbers differ from torch's RNG.
+ * Storage: *out_store receives one buffer (free with attn_free_buffer) that
+ * w->layers and every weight point into.
+ * Returns ATTN_ERR_INVALID for NULL arguments or a bad config (as the
+ * forward functions), ATTN_ERR_OVERFLOW or ATTN_ERR_NOMEM (nothing allocated).
+ */
+attn_status attn_tf_init_seeded(const attn_tf_config *c, bool decoder, bool bias, bool final_norm,
+                                uint64_t seed, attn_tf_weights *w, void **out_store);
+
 /* ------------------------------------------------------------- random */
 
 /* splitmix64 step; deterministic per seed, used for seeded init and tests. */

@@ -49,6 +49,14 @@ float *attn__ws_floats(attn_ws *ws, size_t n);
 /* Starts a call: all scratch handed out before becomes free again. */
 void attn__ws_reset(attn_ws *ws);
 
+/*
+ * A second workspace owned by ws (same allocator), created on first use and
+ * freed, trimmed and counted with ws. A composite call (transformer layers)
+ * keeps its own scratch in ws and hands the child to the public blocks it
+ * runs, which reset their workspace on entry. NULL if it cannot be created.
+ */
+attn_ws *attn__ws_child(attn_ws *ws);
+
 /* ------------------------------------------------------------ masks (attn_mask.c) */
 
 /* Checks masks against an [n][m] score matrix: ATTN_ERR_SHAPE if m_masked > m,

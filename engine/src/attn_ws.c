@@ -27,6 +27,7 @@ struct attn_ws {
     ws_block *blocks;
     size_t call_bytes; /* handed out since the last reset */
     size_t want;       /* size of the single block the next call should start with */
+    attn_ws *child;    /* scratch of the blocks a composite call runs (attn__ws_child) */
 };
 
 static void *ws_raw_alloc(const attn_allocator *al, size_t n)
@@ -90,6 +91,7 @@ void attn_ws_free(attn_ws *ws)
 {
     if (!ws)
         return;
+    attn_ws_free(ws->child);
     ws_blocks_free(ws);
     attn_allocator al = ws->al;
     ws_raw_free(&al, ws);
@@ -102,13 +104,14 @@ size_t attn_ws_reserved(const attn_ws *ws)
         return 0;
     for (const ws_block *b = ws->blocks; b; b = b->next)
         total += b->cap;
-    return total;
+    return total + attn_ws_reserved(ws->child);
 }
 
 void attn_ws_trim(attn_ws *ws, size_t keep_bytes)
 {
     if (!ws)
         return;
+    attn_ws_trim(ws->child, keep_bytes);
     if (attn_ws_reserved(ws) > keep_bytes) {
         ws_blocks_free(ws);
         ws->call_bytes = 0;
@@ -128,6 +131,13 @@ void attn__ws_reset(attn_ws *ws)
         ws->blocks->used = 0;
     }
     ws->call_bytes = 0;
+}
+
+attn_ws *attn__ws_child(attn_ws *ws)
+{
+    if (!ws->child)
+        ws->child = attn_ws_create(ws->al.alloc ? &ws->al : NULL);
+    return ws->child;
 }
 
 static ws_block *ws_block_new(attn_ws *ws, size_t cap)
