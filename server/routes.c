@@ -11,6 +11,8 @@ const srv_route srv_routes[] = {
     {"GET", "/openapi.yaml", srv_h_openapi, false},
     {"POST", "/v1/attention", srv_h_attention, true},
     {"POST", "/v1/multihead_attention", srv_h_mha, true},
+    {"POST", "/v1/transformer/encoder", srv_h_transformer_encoder, true},
+    {"POST", "/v1/transformer/decoder", srv_h_transformer_decoder, true},
     {"POST", "/v1/positional_encoding", srv_h_positional, true},
 };
 

@@ -208,6 +208,8 @@ void srv_h_info(srv_app *app, const srv_request *req, srv_response *res);
 void srv_h_openapi(srv_app *app, const srv_request *req, srv_response *res);
 void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res);
 void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res);
+void srv_h_transformer_encoder(srv_app *app, const srv_request *req, srv_response *res);
+void srv_h_transformer_decoder(srv_app *app, const srv_request *req, srv_response *res);
 
 /* The embedded api/openapi.yaml (generated at build time). */
 extern const char *const srv_openapi_yaml;

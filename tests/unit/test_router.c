@@ -342,7 +342,8 @@ START_TEST(route_table_is_complete)
     static const char *const want[][2] = {
         {"GET", "/healthz"},      {"GET", "/readyz"},        {"GET", "/v1/info"},
         {"GET", "/openapi.yaml"}, {"POST", "/v1/attention"}, {"POST", "/v1/multihead_attention"},
-        {"POST", "/v1/positional_encoding"},
+        {"POST", "/v1/positional_encoding"}, {"POST", "/v1/transformer/encoder"},
+        {"POST", "/v1/transformer/decoder"},
     };
     const size_t n_want = sizeof want / sizeof want[0];
 
