@@ -110,7 +110,7 @@ static void panel_title(const srv_view *v, size_t l, size_t h, srv_buf *b)
     if (v->title)
         srv_buf_printf(b, "%s: ", v->title);
     if (v->show_layer)
-        srv_buf_printf(b, "layer %zu, head %zu", l, h);
+        srv_buf_printf(b, "%s %zu, head %zu", v->outer_name ? v->outer_name : "layer", l, h);
     else
         srv_buf_printf(b, "head %zu", h);
 }
@@ -304,7 +304,7 @@ bool srv_render_svg(const srv_view *v, srv_buf *out)
     const size_t rows_per_layer = (v->heads + per_row - 1) / per_row;
     const size_t grid_rows = rows_per_layer * v->layers;
     const float head_h = v->title ? 28 : 8, scale_h = 56;
-    const float W = (float)per_row * pw + 16 > 260 ? (float)per_row * pw + 16 : 260;
+    const float W = (float)per_row * pw + 16 > 380 ? (float)per_row * pw + 16 : 380;
     const float H = head_h + (float)grid_rows * ph + scale_h;
     const size_t rstep = label_step(v->n, cell, font), cstep = label_step(v->m, cell, font);
 
@@ -339,7 +339,8 @@ bool srv_render_svg(const srv_view *v, srv_buf *out)
             srv_buf_printf(out, "<text x=\"%.1f\" y=\"%.1f\" font-weight=\"bold\">", x0 + left,
                            y0 + 14);
             if (v->show_layer)
-                srv_buf_printf(out, "layer %zu, head %zu", l, h);
+                srv_buf_printf(out, "%s %zu, head %zu", v->outer_name ? v->outer_name : "layer",
+                               l, h);
             else
                 srv_buf_printf(out, "head %zu", h);
             srv_buf_puts(out, "</text>\n");

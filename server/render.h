@@ -19,6 +19,7 @@ typedef struct srv_view {
     const char *const *col_labels; /* [m] (key tokens), or NULL: 0 .. m-1 */
     const char *title;             /* e.g. "weights"; NULL: none */
     bool show_layer;               /* name panels "layer l, head h" (else "head h") */
+    const char *outer_name;        /* what the first dimension is: NULL = "layer" ("batch", ...) */
     /* Colour scale; vmin >= vmax: from the data (min(0, smallest), largest). */
     float vmin, vmax;
 } srv_view;

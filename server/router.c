@@ -3,6 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "pictures.h"
 #include "srv.h"
 
 /*
@@ -146,5 +147,14 @@ void srv_dispatch(srv_app *app, srv_request *req, srv_response *res)
         srv_respond_error(res, &e);
         return;
     }
+    srv_format format = SRV_FORMAT_JSON;
+    if (hit->pictures && !srv_format_negotiate(req, SRV_FORMAT_JSON, &format, &e)) {
+        srv_respond_error(res, &e);
+        return;
+    }
     hit->handler(app, req, res);
+    if (format != SRV_FORMAT_JSON)
+        srv_pictures_convert(req, format, res);
+    if (hit->pictures) /* caches must key these answers on Accept too */
+        srv_response_header(res, "Vary", "Accept");
 }

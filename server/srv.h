@@ -188,6 +188,7 @@ typedef struct srv_route {
     const char *pattern; /* "/v1/attention", "/v1/models/{name}" */
     srv_handler handler;
     bool needs_json;     /* POST with a JSON body: 415 for another content type */
+    bool pictures;       /* answers can be drawn: ?format= / Accept text, svg, html */
 } srv_route;
 
 /*

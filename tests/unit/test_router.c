@@ -343,7 +343,7 @@ START_TEST(route_table_is_complete)
         {"GET", "/healthz"},      {"GET", "/readyz"},        {"GET", "/v1/info"},
         {"GET", "/openapi.yaml"}, {"POST", "/v1/attention"}, {"POST", "/v1/multihead_attention"},
         {"POST", "/v1/positional_encoding"}, {"POST", "/v1/transformer/encoder"},
-        {"POST", "/v1/transformer/decoder"},
+        {"POST", "/v1/transformer/decoder"}, {"POST", "/v1/render"},
     };
     const size_t n_want = sizeof want / sizeof want[0];
 
@@ -380,11 +380,11 @@ static void h_literal(srv_app *a, const srv_request *req, srv_response *res)
 }
 
 const srv_route test_routes[] = {
-    {"GET", "/v1/models/default", h_literal, false},
-    {"GET", "/v1/models/{name}", h_echo_params, false},
-    {"POST", "/v1/models/{name}/attention", h_echo_params, true},
-    {"GET", "/v2/models/{name}/versions/{version}", h_echo_params, false},
-    {"DELETE", "/v2/models/{name}/versions/{version}", h_echo_params, false},
+    {"GET", "/v1/models/default", h_literal, false, false},
+    {"GET", "/v1/models/{name}", h_echo_params, false, false},
+    {"POST", "/v1/models/{name}/attention", h_echo_params, true, false},
+    {"GET", "/v2/models/{name}/versions/{version}", h_echo_params, false, false},
+    {"DELETE", "/v2/models/{name}/versions/{version}", h_echo_params, false, false},
 };
 const size_t test_n_routes = sizeof test_routes / sizeof test_routes[0];
 
