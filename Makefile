@@ -6,8 +6,9 @@ ASAN_BUILD ?= build-asan
 ARGS       ?=
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: all deps build run test test-release test-asan clean help
+.PHONY: all deps build run test test-release test-asan bench clean help
 
 all: build
 
@@ -15,6 +16,7 @@ help:
 	@echo "make run   [ARGS='--port 9000']  install missing packages, build (Release), start on 127.0.0.1:8080"
 	@echo "make test                        the same set-up, then every test (Release and ASan+UBSan builds)"
 	@echo "make test-release / test-asan    one of the two test builds"
+	@echo "make bench [BENCH_ARGS='--only \"softmax dense\"']  Release build, then the engine benchmark table"
 	@echo "make clean                       remove build folders"
 
 deps:
@@ -39,6 +41,10 @@ test-asan: deps
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir $(ASAN_BUILD) --output-on-failure $(CTEST_ARGS)
+
+bench: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS) --target attn_bench
+	./$(BUILD)/attn_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

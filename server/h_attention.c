@@ -7,21 +7,6 @@
 
 #include "h_common.h"
 
-/* Members the next feature set will bring: named, so users get a clear answer. */
-static bool reject_reserved(const cJSON *root, bool linear_ok, srv_err *e)
-{
-    const cJSON *it;
-    srv_ptr p;
-    if (!linear_ok && hc_member(root, "kernel", &it) &&
-        !(cJSON_IsString(it) && strcmp(it->valuestring, "softmax") == 0)) {
-        hc_ptr_of(&p, "kernel");
-        return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
-                           "kernel: linear kernels are not supported yet on this route "
-                           "(only \"softmax\"; /v1/attention has them)");
-    }
-    return hc_reject_attn_mask(root, e);
-}
-
 /* sparsify: weights as COO triplets, keeping each row's k largest or those >= t. */
 typedef struct sparsify {
     bool on;
@@ -168,12 +153,44 @@ static bool write_coo(srv_jw *w, const sparsify *sp, const float *wts, size_t n,
     return ok;
 }
 
+/* FAVOR+ defaults: r = 256 features (about d log d for the usual head widths), seed 0. */
+#define FAVOR_DEFAULT_FEATURES 256
+
 /*
- * kernel: "softmax" (default) or {"type": "linear", "feature_map": "elu"}.
- * Sets *linear. Linear attention has no scores, scale, softcap, bool mask,
- * bias or pattern: those are refused by name rather than ignored.
+ * "key": COO triplets for weights [B][H][n][m] (heads 0: [B][n][m]; B only when
+ * batched): the batch and head dimensions stay nested lists, of COO objects.
  */
-static bool read_kernel(const cJSON *root, bool *linear, srv_err *e)
+static bool write_coo_stack(srv_jw *w, const char *key, const sparsify *sp, const float *wts,
+                            size_t B, bool batched, size_t heads, size_t n, size_t m,
+                            size_t *nnz_total)
+{
+    const size_t hs = heads ? heads : 1;
+    bool ok = true;
+    srv_jw_key(w, key);
+    if (batched)
+        srv_jw_arr_begin(w);
+    for (size_t b = 0; b < B && ok; b++) {
+        if (heads)
+            srv_jw_arr_begin(w);
+        for (size_t h = 0; h < hs && ok; h++)
+            ok = write_coo(w, sp, wts + (b * hs + h) * n * m, n, m, nnz_total);
+        if (heads)
+            srv_jw_arr_end(w);
+    }
+    if (batched)
+        srv_jw_arr_end(w);
+    return ok;
+}
+
+/*
+ * kernel: "softmax" (default), {"type": "linear", "feature_map": "elu"} or
+ * {"type": "linear", "feature_map": "favor", "num_features": r, "seed": s}.
+ * Sets *linear and *kern (feature_map NONE for softmax). Linear attention has
+ * no scores, scale, softcap, bool mask, bias or pattern: those are refused by
+ * name rather than ignored. FAVOR+ estimates the scaled_dot softmax, so it
+ * takes score "scaled_dot" (and no other score).
+ */
+static bool read_kernel(const cJSON *root, bool *linear, attn_linear_kernel *kern, srv_err *e)
 {
     static const char *const keys[] = {"type", "feature_map", "num_features", "seed", NULL};
     static const char *const incompatible[] = {"score",     "scale",   "softcap", "mask",
@@ -181,6 +198,7 @@ static bool read_kernel(const cJSON *root, bool *linear, srv_err *e)
     const cJSON *kj = cJSON_GetObjectItemCaseSensitive(root, "kernel");
     srv_ptr p, pk;
     *linear = false;
+    memset(kern, 0, sizeof *kern);
     if (kj == NULL || cJSON_IsNull(kj) ||
         (cJSON_IsString(kj) && strcmp(kj->valuestring, "softmax") == 0))
         return true;
@@ -188,7 +206,7 @@ static bool read_kernel(const cJSON *root, bool *linear, srv_err *e)
     if (!cJSON_IsObject(kj))
         return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
                            "kernel: expected \"softmax\" or {\"type\": \"linear\", "
-                           "\"feature_map\": \"elu\"}");
+                           "\"feature_map\": \"elu\" | \"favor\"}");
     if (!srv_json_check_keys(kj, &p, keys, e))
         return false;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(kj, "type");
@@ -197,29 +215,107 @@ static bool read_kernel(const cJSON *root, bool *linear, srv_err *e)
         return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s, "kernel.type: expected \"linear\"");
     const cJSON *fm = cJSON_GetObjectItemCaseSensitive(kj, "feature_map");
     srv_ptr_key(&pk, &p, "feature_map");
-    if (fm != NULL && cJSON_IsString(fm) && strcmp(fm->valuestring, "favor") == 0)
+    const bool favor = cJSON_IsString(fm) && strcmp(fm->valuestring, "favor") == 0;
+    if (fm != NULL && !favor && !(cJSON_IsString(fm) && strcmp(fm->valuestring, "elu") == 0))
         return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
-                           "kernel.feature_map: \"favor\" (Performer) is not supported yet by "
-                           "this server; \"elu\" is");
-    if (fm != NULL && !(cJSON_IsString(fm) && strcmp(fm->valuestring, "elu") == 0))
+                           "kernel.feature_map: expected \"elu\" (phi(x) = elu(x) + 1) or "
+                           "\"favor\" (FAVOR+ random features, Performer)");
+    if (favor) {
+        long long r = FAVOR_DEFAULT_FEATURES, seed = 0;
+        if (!srv_json_opt_int(kj, &p, "num_features", 1, ATTN_FAVOR_MAX_FEATURES, &r, e) ||
+            !srv_json_opt_int(kj, &p, "seed", 0, (long long)9007199254740991LL, &seed, e))
+            return false;
+        kern->feature_map = ATTN_FEATURE_MAP_FAVOR;
+        kern->num_features = (size_t)r;
+        kern->seed = (uint64_t)seed;
+    } else {
+        for (const char *const *k = keys + 2; *k; k++)
+            if (cJSON_GetObjectItemCaseSensitive(kj, *k)) {
+                srv_ptr_key(&pk, &p, *k);
+                return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
+                                   "kernel.%s applies to the favor feature map only", *k);
+            }
+        kern->feature_map = ATTN_FEATURE_MAP_ELU;
+    }
+    for (const char *const *k = incompatible; *k; k++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, *k);
+        if (!it)
+            continue;
+        hc_ptr_of(&pk, *k);
+        if (favor && strcmp(*k, "score") == 0) {
+            if (cJSON_IsString(it) && strcmp(it->valuestring, "scaled_dot") == 0)
+                continue;
+            return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
+                               "score: the favor kernel estimates the \"scaled_dot\" softmax "
+                               "exp(q.k / sqrt(d)); other scores have no random-feature form");
+        }
         return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
-                           "kernel.feature_map: expected \"elu\" (phi(x) = elu(x) + 1)");
-    for (const char *const *k = keys + 2; *k; k++)
-        if (cJSON_GetObjectItemCaseSensitive(kj, *k)) {
-            srv_ptr_key(&pk, &p, *k);
-            return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
-                               "kernel.%s applies to the favor feature map only", *k);
-        }
-    for (const char *const *k = incompatible; *k; k++)
-        if (cJSON_GetObjectItemCaseSensitive(root, *k)) {
-            hc_ptr_of(&pk, *k);
-            return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
-                               "%s does not apply to a linear kernel (it has no softmax "
-                               "scores; causal and key_padding_mask do apply)",
-                               *k);
-        }
+                           "%s does not apply to a linear kernel (it has no softmax "
+                           "scores; causal and key_padding_mask do apply)",
+                           *k);
+    }
     *linear = true;
     return true;
+}
+
+/* The scratch a favor kernel of widths d, dv takes (the projection and its draw,
+ * feature blocks, the state, and with weights all key features [m][r]) against
+ * the element limit: 413 naming kernel.num_features when over. */
+static bool check_favor_scratch(const attn_linear_kernel *kern, size_t d, size_t dv, size_t m,
+                                bool weights, size_t max_el, srv_err *e)
+{
+    if (kern->feature_map != ATTN_FEATURE_MAP_FAVOR)
+        return true;
+    const size_t r = kern->num_features;
+    size_t t = hc_add_sat(hc_mul3(r, hc_add_sat(hc_add_sat(d, dv), 1025), 1), hc_mul3(2, d, d));
+    if (weights)
+        t = hc_add_sat(t, hc_mul3(m, r, 1));
+    if (t <= max_el)
+        return true;
+    srv_ptr pk, p;
+    hc_ptr_of(&pk, "kernel");
+    srv_ptr_key(&p, &pk, "num_features");
+    return srv_err_set(e, 413, SRV_CODE_TOO_LARGE, p.s,
+                       "kernel.num_features: %zu random features need %zu numbers of scratch "
+                       "here, over the limit of %zu (--max-elements); use fewer features%s",
+                       r, t, max_el, weights ? " or drop \"weights\" from return" : "");
+}
+
+/* sparsify shrinks the answer, but the dense weights (count numbers) are computed
+ * first: 413 naming sparsify when they exceed the element limit. */
+static bool check_dense_weights(const sparsify *sp, size_t count, size_t max_el, srv_err *e)
+{
+    if (!sp->on || count <= max_el)
+        return true;
+    srv_ptr p;
+    hc_ptr_of(&p, "sparsify");
+    return srv_err_set(e, 413, SRV_CODE_TOO_LARGE, p.s,
+                       "sparsify: the dense weights (%zu numbers) are computed before they are "
+                       "sparsified, over the limit of %zu (--max-elements); send fewer queries "
+                       "or keys",
+                       count, max_el);
+}
+
+/* meta.kernel: "softmax" or the kernel with its defaults resolved. */
+static void write_kernel_meta(srv_jw *w, const attn_linear_kernel *kern)
+{
+    srv_jw_key(w, "kernel");
+    if (kern->feature_map == ATTN_FEATURE_MAP_NONE) {
+        srv_jw_str(w, "softmax");
+        return;
+    }
+    srv_jw_obj_begin(w);
+    srv_jw_key(w, "type");
+    srv_jw_str(w, "linear");
+    srv_jw_key(w, "feature_map");
+    srv_jw_str(w, kern->feature_map == ATTN_FEATURE_MAP_FAVOR ? "favor" : "elu");
+    if (kern->feature_map == ATTN_FEATURE_MAP_FAVOR) {
+        srv_jw_key(w, "num_features");
+        srv_jw_uint(w, kern->num_features);
+        srv_jw_key(w, "seed");
+        srv_jw_int(w, (long long)kern->seed);
+    }
+    srv_jw_obj_end(w);
 }
 
 /* --------------------------------------------------------- /v1/attention */
@@ -382,6 +478,7 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     attn_params p;
     sparsify spz;
     bool linear = false;
+    attn_linear_kernel kern;
     float *out = NULL, *wts = NULL, *scores = NULL;
     uint8_t *allowed = NULL;
     size_t max_el = app->config.max_elements;
@@ -398,8 +495,7 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     cJSON *root = srv_json_parse_object(req->body, req->body_len, &e);
     if (!root)
         goto fail;
-    if (!srv_json_check_keys(root, &root_ptr, attention_keys, &e) ||
-        !reject_reserved(root, true, &e))
+    if (!srv_json_check_keys(root, &root_ptr, attention_keys, &e) || !hc_reject_attn_mask(root, &e))
         goto fail;
 
     /* score first: it decides which widths must agree */
@@ -420,7 +516,7 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
         !hc_read_scale_softcap(root, &c, &e) ||
         !hc_read_return(root, HC_RET_OUTPUT | HC_RET_WEIGHTS | HC_RET_SCORES | HC_RET_PATTERN,
                         HC_RET_OUTPUT | HC_RET_WEIGHTS, &c, &e) ||
-        !read_kernel(root, &linear, &e) || !hc_read_qkv(root, &c, false, max_el, &e))
+        !read_kernel(root, &linear, &kern, &e) || !hc_read_qkv(root, &c, false, max_el, &e))
         goto fail;
     if (linear && (c.ret & HC_RET_SCORES)) {
         srv_ptr rp2;
@@ -472,7 +568,9 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
         total = hc_add_sat(total, hc_mul3(B, n, m));
     if (!hc_check_elements(total, max_el,
                            "drop \"weights\"/\"scores\" from return, or send fewer queries or keys",
-                           &e))
+                           &e) ||
+        !check_favor_scratch(&kern, dq, dv, m, want_w, max_el, &e) ||
+        !check_dense_weights(&spz, hc_mul3(B, n, m), max_el, &e))
         goto fail;
 
     bool oom = false;
@@ -502,11 +600,10 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
         attn_status st;
         p.masks = hc_masks_for(&c, b, 0);
         if (linear) {
-            st = attn_linear_forward(ws, c.causal, n, m, dq, dv, c.query.data + b * n * dq,
-                                     c.key.data + b * m * dk, c.value.data + b * m * dv,
-                                     p.masks.key_padding, o.output, o.weights);
-            r.n_empty_rows = 0;
-            r.scale = 1;
+            st = attn_linear_kernel_forward(ws, &kern, c.causal, n, m, dq, dv,
+                                            c.query.data + b * n * dq, c.key.data + b * m * dk,
+                                            c.value.data + b * m * dv, p.masks.key_padding,
+                                            o.output, o.weights, &r);
         } else {
             st = attn_forward(ws, &p, n, m, dq, dk, dv, c.query.data + b * n * dq,
                               c.key.data + b * m * dk, c.value.data + b * m * dv, &o, &r);
@@ -534,15 +631,7 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
         hc_write_tensor(&w, "output", out, hc_oshape(&c, 0, n, dv));
     size_t nnz = 0;
     if (want_w && spz.on) {
-        srv_jw_key(&w, "weights");
-        bool ok = true;
-        if (c.batched)
-            srv_jw_arr_begin(&w);
-        for (size_t bi = 0; bi < B && ok; bi++)
-            ok = write_coo(&w, &spz, wts + bi * n * m, n, m, &nnz);
-        if (c.batched)
-            srv_jw_arr_end(&w);
-        if (!ok) {
+        if (!write_coo_stack(&w, "weights", &spz, wts, B, c.batched, 0, n, m, &nnz)) {
             srv_buf_free(&b);
             srv_err_set(&e, 503, SRV_CODE_UNAVAILABLE, "",
                         "out of memory for this request; try a smaller one");
@@ -561,13 +650,9 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     hc_write_tokens(&w, &c);
     srv_jw_key(&w, "meta");
     srv_jw_obj_begin(&w);
-    srv_jw_key(&w, "kernel");
-    if (linear)
-        srv_jw_cjson(&w, cJSON_GetObjectItemCaseSensitive(root, "kernel"));
-    else
-        srv_jw_str(&w, "softmax");
-    srv_jw_key(&w, "score");
-    if (linear)
+    write_kernel_meta(&w, &kern);
+    srv_jw_key(&w, "score"); /* favor estimates the scaled_dot softmax; elu has no score */
+    if (kern.feature_map == ATTN_FEATURE_MAP_ELU)
         srv_jw_null(&w);
     else
         srv_jw_str(&w, attn_score_name(p.score));
@@ -767,6 +852,10 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
     float *bufs[8] = {NULL};
     double engine_ms = 0;
     float scale_used = 0;
+    bool linear = false;
+    attn_linear_kernel kern;
+    sparsify spz;
+    memset(&spz, 0, sizeof spz);
     memset(&c, 0, sizeof c);
     memset(&s, 0, sizeof s);
     memset(&w, 0, sizeof w);
@@ -777,16 +866,8 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
     cJSON *root = srv_json_parse_object(req->body, req->body_len, &e);
     if (!root)
         goto fail;
-    if (!srv_json_check_keys(root, &rp, mha_keys, &e) || !reject_reserved(root, false, &e))
+    if (!srv_json_check_keys(root, &rp, mha_keys, &e) || !hc_reject_attn_mask(root, &e))
         goto fail;
-    if (cJSON_GetObjectItemCaseSensitive(root, "sparsify")) {
-        srv_ptr p;
-        hc_ptr_of(&p, "sparsify");
-        srv_err_set(&e, 400, SRV_CODE_INVALID, p.s,
-                    "sparsify is not supported yet on /v1/multihead_attention "
-                    "(it is on /v1/attention)");
-        goto fail;
-    }
     bool avg = false;
     if (!srv_json_opt_bool(root, &rp, "average_weights", &avg, &e))
         goto fail;
@@ -794,8 +875,19 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
         !hc_read_scale_softcap(root, &c, &e) ||
         !hc_read_return(root, 0xffu,
                         HC_RET_OUTPUT | HC_RET_WEIGHTS | (avg ? HC_RET_WEIGHTS_AVG : 0), &c, &e) ||
+        !read_kernel(root, &linear, &kern, &e) || !read_sparsify(root, &spz, &e) ||
         !hc_read_qkv(root, &c, true, max_el, &e))
         goto fail;
+    if (linear && (c.ret & HC_RET_SCORES)) {
+        srv_ptr p;
+        hc_ptr_of(&p, "return");
+        srv_err_set(&e, 400, SRV_CODE_INVALID, p.s,
+                    "return: a linear kernel has no softmax scores; ask for output and weights");
+        goto fail;
+    }
+    /* sparsify implies weights, returned as COO triplets per head */
+    if (spz.on)
+        c.ret |= HC_RET_WEIGHTS;
     if (avg)
         c.ret |= HC_RET_WEIGHTS_AVG;
     size_t qo = c.batched ? 1 : 0;
@@ -850,6 +942,7 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
     cfg.attn.score = ATTN_SCORE_SCALED_DOT;
     cfg.attn.scale = (float)c.scale;
     cfg.attn.softcap = (float)c.softcap;
+    cfg.kernel = kern;
 
     const cJSON *sd = cJSON_GetObjectItemCaseSensitive(root, "weights");
     bool seeded = sd == NULL;
@@ -886,7 +979,7 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
     if (!hc_read_masks(root, &c, (size_t)H, max_el, &e) || !hc_read_pattern(root, &c, &e) ||
         !hc_read_tokens(root, "tokens", c.n, &c.tokens, &e) ||
         !hc_read_tokens(root, "key_tokens", c.m, &c.key_tokens, &e) ||
-        !read_positional(root, &c, ATTN_SCORE_SCALED_DOT, (size_t)H, hd, hd, hd, false, max_el,
+        !read_positional(root, &c, ATTN_SCORE_SCALED_DOT, (size_t)H, hd, hd, hd, linear, max_el,
                          &e) ||
         !srv_pos_apply(&c.pos, c.n, c.m, &cfg.attn, &e))
         goto fail;
@@ -899,13 +992,22 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
                      hc_mul3(n, mp, 1),  hc_mul3(Hs, n, hd), hc_mul3(n, E, 1),
                      hc_mul3(m, Ekv, 1), hc_mul3(m, Ekv, 1)};
     size_t total = 0;
-    for (int i = 0; i < 8; i++)
-        if (c.ret & (1u << i))
-            total = hc_add_sat(total, hc_mul3(B, per[i], 1));
+    for (int i = 0; i < 8; i++) {
+        if (!(c.ret & (1u << i)))
+            continue;
+        size_t el = hc_mul3(B, per[i], 1);
+        if (spz.on && i == 1) /* weights and weights_avg go out as COO */
+            el = sparsify_elements(&spz, hc_mul3(B, Hs, 1), n, mp);
+        else if (spz.on && i == 3)
+            el = sparsify_elements(&spz, B, n, mp);
+        total = hc_add_sat(total, el);
+    }
     if (!hc_check_elements(total, max_el,
                            "drop \"weights\" (or other per-head results) from return, use fewer "
                            "heads, or send fewer tokens",
-                           &e))
+                           &e) ||
+        !check_favor_scratch(&kern, hd, hd, mp, c.ret & HC_RET_WEIGHTS, max_el, &e) ||
+        !check_dense_weights(&spz, hc_mul3(B, per[1], 1), max_el, &e))
         goto fail;
     bool oom = false;
     for (int i = 0; i < 8; i++)
@@ -958,10 +1060,22 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
                           hc_oshape(&c, 0, m, Ekv),        hc_oshape(&c, 0, m, Ekv)};
     /* output order: the contract's, not the bit order */
     static const int order[8] = {0, 1, 3, 4, 2, 5, 6, 7};
+    size_t nnz = 0;
     for (int oi = 0; oi < 8; oi++) {
         int i = order[oi];
-        if (bufs[i])
+        if (!bufs[i])
+            continue;
+        if (spz.on && (i == 1 || i == 3)) {
+            if (!write_coo_stack(&jw, hc_ret_names[i], &spz, bufs[i], B, c.batched, i == 1 ? Hs : 0,
+                                 n, mp, &nnz)) {
+                srv_buf_free(&bb);
+                srv_err_set(&e, 503, SRV_CODE_UNAVAILABLE, "",
+                            "out of memory for this request; try a smaller one");
+                goto fail;
+            }
+        } else {
             hc_write_tensor(&jw, hc_ret_names[i], bufs[i], shapes[i]);
+        }
     }
     hc_write_tokens(&jw, &c);
     srv_jw_key(&jw, "meta");
@@ -984,6 +1098,7 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
     srv_jw_uint(&jw, mp);
     srv_jw_key(&jw, "scale");
     hc_meta_float(&jw, scale_used);
+    write_kernel_meta(&jw, &kern);
     srv_jw_key(&jw, "bias");
     srv_jw_bool(&jw, has_bias);
     srv_jw_key(&jw, "add_bias_kv");
@@ -998,6 +1113,12 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
     else
         srv_jw_null(&jw);
     hc_write_common_meta(&jw, &c);
+    if (spz.on) {
+        srv_jw_key(&jw, "sparsify");
+        srv_jw_cjson(&jw, spz.json);
+        srv_jw_key(&jw, "nnz");
+        srv_jw_uint(&jw, nnz);
+    }
     srv_jw_key(&jw, "shapes");
     srv_jw_obj_begin(&jw);
     hc_shape_json(&jw, "query", c.query.shape, c.query.rank);

@@ -317,13 +317,94 @@ attn_status attn_forward(attn_ws *ws, const attn_params *p, size_t n, size_t m,
  * attention, computed with prefix sums. key_padding [m] (1 = ignored) or
  * NULL. q [n][d], k [m][d], v [m][dv]; out [n][dv] or NULL; weights [n][m]
  * (the implied phi(q_i).phi(k_j) / normaliser) or NULL: the n x m matrix is
- * only built when weights is given, so memory is O((n + m) d + d dv) otherwise.
- * Returns ATTN_ERR_INVALID / ATTN_ERR_SHAPE for bad arguments, ATTN_ERR_NOMEM
- * when scratch cannot be had.
+ * only built when weights is given; otherwise the scratch is O(d (dv + block)),
+ * independent of n and m (see attn_linear_kernel_forward, of which this is the
+ * ELU case). Returns ATTN_ERR_INVALID / ATTN_ERR_SHAPE for bad arguments,
+ * ATTN_ERR_NOMEM when scratch cannot be had.
  */
 attn_status attn_linear_forward(attn_ws *ws, attn_causal causal, size_t n, size_t m, size_t d,
                                 size_t dv, const float *q, const float *k, const float *v,
                                 const uint8_t *key_padding, float *out, float *weights);
+
+/* Feature maps of linear attention. NONE (0) marks "no linear kernel" in attn_mha_config. */
+typedef enum attn_feature_map {
+    ATTN_FEATURE_MAP_NONE = 0,  /* softmax attention (multi-head config only) */
+    ATTN_FEATURE_MAP_ELU = 1,   /* phi(x) = elu(x) + 1, width d */
+    ATTN_FEATURE_MAP_FAVOR = 2, /* FAVOR+ positive orthogonal random features, width r */
+} attn_feature_map;
+
+/* Largest num_features FAVOR+ accepts (the projection is [r][d] floats). */
+#define ATTN_FAVOR_MAX_FEATURES 16384
+
+typedef struct attn_linear_kernel {
+    attn_feature_map feature_map;
+    size_t num_features; /* FAVOR+: r, 1..ATTN_FAVOR_MAX_FEATURES; ignored for ELU */
+    uint64_t seed;       /* FAVOR+: selects the random features; ignored for ELU */
+} attn_linear_kernel;
+
+/*
+ * FAVOR+ (Performer, Choromanski et al. 2021): positive orthogonal random
+ * features whose dot products estimate the softmax kernel exp(q.k / sqrt(d)):
+ *   x' = x / d^(1/4),  phi(x)_f = exp(w_f . x' - |x'|^2 / 2) / sqrt(r),  f = 0..r-1,
+ * so E[phi(q) . phi(k)] = exp(q'.k') = exp(q.k / sqrt(d)). Attention is then
+ * out_i = phi(q_i) S / (phi(q_i) . z + 1e-6) with S and z as for elu + 1.
+ *
+ * The projection W [r][d] for (r, d, seed), as attn_favor_projection returns it:
+ *   st = seed ^ 0x6A09E667F3BCC909; every normal is one Box-Muller draw from
+ *   two attn_rng_uniform(&st) calls u1, u2: sqrt(-2 ln(1 - u1)) cos(2 pi u2).
+ *   1. Directions, in blocks of d rows (the last block has r mod d rows when d
+ *      does not divide r): draw the block's rows x d normals row by row, then
+ *      orthonormalise its rows in order by modified Gram-Schmidt in double
+ *      (each row projected out twice; a row left with under 1e-6 of its norm,
+ *      a probability-zero event, is redrawn). Rows of one block are
+ *      orthonormal; blocks are independent (the Performer's "ORF").
+ *   2. Lengths: for f = 0..r-1, draw d normals; row f is scaled by the norm of
+ *      that vector (chi distributed with d degrees of freedom), which makes
+ *      each row distributed as a Gaussian vector, as the reference
+ *      implementation's scaling=0 (GaussianOrthogonalRandomMatrix).
+ * Multi-head attention draws one W of width head_dim and shares it across
+ * heads, as the reference implementation shares its projection in a layer.
+ *
+ * Numerical stabilisation, as the reference implementation's
+ * softmax_kernel_transformation: each query row subtracts its own largest
+ * exponent, every key row the largest exponent over all keys that are not
+ * padding (also under causal, so one constant serves every prefix). Both
+ * factors cancel between numerator and normaliser; they only change the
+ * relative size of the 1e-6, which is added to the stabilised normaliser.
+ * Two differences to the reference, both deliberate: the maximum is taken over
+ * the whole exponent w.x' - |x'|^2/2 rather than over w.x' alone (so the
+ * largest feature of a row is exactly 1/sqrt(r) and never underflows), and
+ * the 1e-6 sits in the normaliser as for elu + 1 rather than being added to
+ * every feature.
+ */
+
+/* Fills proj [r][d] with the FAVOR+ projection for (r, d, seed) described
+ * above; scratch comes from ws. Returns ATTN_ERR_INVALID for a NULL argument,
+ * r outside 1..ATTN_FAVOR_MAX_FEATURES or d == 0, ATTN_ERR_NOMEM when scratch
+ * cannot be had. */
+attn_status attn_favor_projection(attn_ws *ws, size_t r, size_t d, uint64_t seed, float *proj);
+
+/*
+ * Linear attention with the feature map of kern (ELU or FAVOR), non-causal
+ * or causal (TOP_LEFT / BOTTOM_RIGHT, by chunked prefix sums), as
+ * attn_linear_forward: q [n][d], k [m][d], v [m][dv], key_padding [m] or
+ * NULL, out [n][dv] or NULL, weights [n][m] (the implied normalised
+ * phi(q_i).phi(k_j)) or NULL. Features are computed in row blocks, so
+ * without weights the scratch is O(r d + F (dv + block)) with F = d (elu) or
+ * r (favor), independent of n and m; with weights the key features are kept,
+ * O(m F) more. A row with no key left gets output 0 and weights 0.
+ * res (may be NULL): scale = 1 (elu) or 1/sqrt(d) (favor: the softmax
+ * temperature it estimates), empty rows and the pairs that took part.
+ * Returns ATTN_ERR_INVALID for a bad kernel (feature map NONE or unknown,
+ * num_features out of range), NULL pointers or an unknown causal mode,
+ * ATTN_ERR_SHAPE for d == 0 or dv == 0, ATTN_ERR_OVERFLOW for sizes too large
+ * to address, ATTN_ERR_NOMEM when scratch cannot be had.
+ */
+attn_status attn_linear_kernel_forward(attn_ws *ws, const attn_linear_kernel *kern,
+                                       attn_causal causal, size_t n, size_t m, size_t d,
+                                       size_t dv, const float *q, const float *k, const float *v,
+                                       const uint8_t *key_padding, float *out, float *weights,
+                                       attn_result *res);
 
 /* --------------------------------------------------------- multi-head */
 
@@ -360,6 +441,13 @@ typedef struct attn_mha_config {
     size_t vdim;         /* value input width; 0 means E */
     bool add_zero_attn;  /* append a zero key/value row after bias_k/bias_v */
     attn_params attn;    /* score must be SCALED_DOT or DOT; scale, softcap, masks apply per head */
+    /* Linear attention per head (zero-initialised: feature_map NONE = softmax).
+     * With ELU or FAVOR each head runs attn_linear_kernel_forward's kernel on its
+     * slices (FAVOR+: one projection of width head_dim shared by the heads);
+     * only causal and key_padding apply: attn.scale must be default, softcap 0,
+     * no mask, bias or pattern, and no scores asked for (else ATTN_ERR_UNSUPPORTED).
+     * The appended bias_k / zero rows are always seen, also under causal. */
+    attn_linear_kernel kernel;
 } attn_mha_config;
 
 /* Key length a head sees: m, +1 with bias_k, +1 with add_zero_attn. */

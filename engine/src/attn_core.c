@@ -424,6 +424,14 @@ static void sparse_block(const attn__head *h, const head_bufs *b, size_t i0, siz
     }
     if (hi > mm)
         hi = mm;
+    if (p->masks.causal == ATTN_CAUSAL_TOP_LEFT || p->masks.causal == ATTN_CAUSAL_BOTTOM_RIGHT) {
+        /* No row of the block sees past the last row's diagonal (attn_mask.c's
+         * causal_end): the band stops there, which halves a symmetric window. */
+        const size_t end = p->masks.causal == ATTN_CAUSAL_TOP_LEFT ? ilast + 1
+                           : ilast + mm + 1 <= n                   ? 0
+                                                                   : ilast + mm + 1 - n;
+        hi = hi < end ? hi : end;
+    }
     if (lo >= hi)
         lo = hi = 0;
     for (size_t j = lo; j < hi; j++)

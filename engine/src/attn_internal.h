@@ -157,4 +157,51 @@ attn_status attn__head_scratch_floats(const attn__head *h, size_t *n_floats);
  */
 void attn__head_forward(const attn__head *h, float *scratch, size_t *n_empty, size_t *n_allowed);
 
+/* ------------------------------------------------------------ linear kernels (attn_linear.c) */
+
+/*
+ * One linear-attention head over strided operands (as attn__head):
+ * q [n][d] stride ldq, k [m][d] stride ldk, v [m][dv] stride ldv,
+ * out [n][dv] stride ldo or NULL; weights [n][m] contiguous or NULL;
+ * weights_acc, if set, receives += acc_scale * weights.
+ * causal and key_padding [m_masked] cover the first m_masked keys (0: all m);
+ * keys past m_masked (appended bias_k / zero rows) are always seen.
+ * proj: the FAVOR+ projection [r][d] (attn__lin_proj_draw), NULL for elu.
+ */
+typedef struct attn__lin_head {
+    const attn_linear_kernel *kern;
+    const float *proj;
+    attn_causal causal;
+    size_t n, m, m_masked, d, dv;
+    const float *q;
+    size_t ldq;
+    const float *k;
+    size_t ldk;
+    const float *v;
+    size_t ldv;
+    const uint8_t *key_padding;
+    float *out;
+    size_t ldo;
+    float *weights;
+    float *weights_acc;
+    float acc_scale;
+} attn__lin_head;
+
+/* ATTN_ERR_INVALID for a feature map that is not ELU/FAVOR or num_features out of range. */
+attn_status attn__lin_kernel_check(const attn_linear_kernel *kern);
+
+/* Floats of scratch for drawing the projection of width d (0 for elu). */
+attn_status attn__lin_proj_floats(const attn_linear_kernel *kern, size_t d, size_t *n_floats);
+
+/* Draws the FAVOR+ projection into scratch (attn__lin_proj_floats floats) and
+ * returns it ([r][d] at the start of scratch); NULL for elu. */
+const float *attn__lin_proj_draw(const attn_linear_kernel *kern, size_t d, float *scratch);
+
+/* Floats of scratch attn__lin_forward needs for h; ATTN_ERR_OVERFLOW if that overflows. */
+attn_status attn__lin_scratch_floats(const attn__lin_head *h, size_t *n_floats);
+
+/* Runs one linear head with caller-provided scratch; adds its empty rows and
+ * the pairs that took part to *n_empty and *n_allowed. Arguments validated. */
+void attn__lin_forward(const attn__lin_head *h, float *scratch, size_t *n_empty, size_t *n_allowed);
+
 #endif /* ATTN_INTERNAL_H */

@@ -29,6 +29,20 @@ typedef struct mha_dims {
     size_t E, H, Hkv, hd, Ekv, kdim, vdim, keys;
 } mha_dims;
 
+/* A linear kernel (attn_mha_config.kernel) takes causal and key_padding only. */
+static attn_status mha_linear_check(const attn_mha_config *c)
+{
+    const attn_params *p = &c->attn;
+    attn_status st = attn__lin_kernel_check(&c->kernel);
+    if (st != ATTN_OK)
+        return st;
+    if (p->score != ATTN_SCORE_SCALED_DOT || p->scale > 0.0f || p->softcap != 0.0f ||
+        p->masks.mask || p->masks.bias || p->masks.pattern || p->masks.rel_bias || p->pos.shaw_k ||
+        p->pos.shaw_v)
+        return ATTN_ERR_UNSUPPORTED;
+    return ATTN_OK;
+}
+
 static attn_status mha_check(const attn_mha_config *c, const attn_mha_weights *w, size_t n,
                              size_t m, const float *query, const float *key, const float *value,
                              mha_dims *d)
@@ -49,6 +63,8 @@ static attn_status mha_check(const attn_mha_config *c, const attn_mha_weights *w
 
     if (c->attn.score != ATTN_SCORE_SCALED_DOT && c->attn.score != ATTN_SCORE_DOT)
         return ATTN_ERR_INVALID;
+    if (c->kernel.feature_map != ATTN_FEATURE_MAP_NONE && (st = mha_linear_check(c)) != ATTN_OK)
+        return st;
     if (c->attn.pos.rope && d->hd % 2 != 0)
         return ATTN_ERR_SHAPE;
     if ((st = attn__params_check(&c->attn)) != ATTN_OK)
@@ -133,6 +149,34 @@ attn_status attn_mha_forward(attn_ws *ws, const attn_mha_config *c, const attn_m
     size_t head_floats;
     if ((st = attn__head_scratch_floats(&h, &head_floats)) != ATTN_OK)
         return st;
+    /* Linear kernels: the same head slices through a linear head instead. */
+    const bool lin = c->kernel.feature_map != ATTN_FEATURE_MAP_NONE;
+    attn__lin_head lh = {
+        .kern = &c->kernel,
+        .causal = hp.masks.causal,
+        .n = n,
+        .m = mk,
+        .m_masked = m,
+        .d = d.hd,
+        .dv = d.hd,
+        .ldq = d.E,
+        .ldk = d.Ekv,
+        .ldv = d.Ekv,
+        .key_padding = hp.masks.key_padding,
+        .ldo = d.E,
+        .weights = out->weights,
+        .acc_scale = 1.0f / (float)d.H,
+    };
+    size_t proj_floats = 0;
+    if (lin) {
+        if (out->scores)
+            return ATTN_ERR_UNSUPPORTED;
+        if ((st = attn__lin_scratch_floats(&lh, &head_floats)) != ATTN_OK ||
+            (st = attn__lin_proj_floats(&c->kernel, d.hd, &proj_floats)) != ATTN_OK)
+            return st;
+        /* favor estimates exp(q.k / sqrt(hd)): h.scale already is 1/sqrt(hd) */
+        h.scale = c->kernel.feature_map == ATTN_FEATURE_MAP_FAVOR ? h.scale : 1.0f;
+    }
 
     attn__ws_reset(ws);
     float *qp = out->q;
@@ -142,8 +186,12 @@ attn_status attn_mha_forward(attn_ws *ws, const attn_mha_config *c, const attn_m
     float *scratch = head_floats ? attn__ws_floats(ws, head_floats) : NULL;
     if (!qp)
         qp = attn__ws_floats(ws, n * d.E);
-    if (!qp || !kp || !vp || (need_heads && !heads) || (head_floats && !scratch))
+    float *proj_scratch = proj_floats ? attn__ws_floats(ws, proj_floats) : NULL;
+    if (!qp || !kp || !vp || (need_heads && !heads) || (head_floats && !scratch) ||
+        (proj_floats && !proj_scratch))
         return ATTN_ERR_NOMEM;
+    if (lin && n > 0)
+        lh.proj = attn__lin_proj_draw(&c->kernel, d.hd, proj_scratch);
 
     linear(query, n, d.E, w->q_proj, w->q_bias, d.E, qp, d.E);
     mha_project_kv(key, m, d.kdim, w->k_proj, w->k_bias, w->bias_k, c->add_zero_attn, d.Ekv, kp);
@@ -180,7 +228,17 @@ attn_status attn_mha_forward(attn_ws *ws, const attn_mha_config *c, const attn_m
         h.scores = out->scores ? out->scores + hi * n * mk : NULL;
         h.weights_acc = out->weights_avg;
         size_t n_empty = 0, n_allowed = 0;
-        attn__head_forward(&h, scratch, &n_empty, &n_allowed);
+        if (lin) {
+            lh.q = h.q;
+            lh.k = h.k;
+            lh.v = h.v;
+            lh.out = h.out;
+            lh.weights = h.weights;
+            lh.weights_acc = h.weights_acc;
+            attn__lin_forward(&lh, scratch, &n_empty, &n_allowed);
+        } else {
+            attn__head_forward(&h, scratch, &n_empty, &n_allowed);
+        }
         if (n_empty > max_empty)
             max_empty = n_empty;
         if (n_allowed > max_allowed)

@@ -386,8 +386,8 @@ START_TEST(sparsify_bad_requests_name_the_field)
         cJSON_Delete(j);
     }
     int st;
-    cJSON *j = call(srv_h_mha, "{\"query\": [[1,0]], \"num_heads\": 1, \"sparsify\": {\"topk\": 1}}", &st);
-    assert_error(j, st, 400, "invalid_argument", "/sparsify");
+    cJSON *j = call(srv_h_mha, "{\"query\": [[1,0]], \"num_heads\": 1, \"sparsify\": {\"topk\": 0}}", &st);
+    assert_error(j, st, 400, "invalid_argument", "/sparsify/topk");
     cJSON_Delete(j);
 }
 END_TEST
