@@ -492,7 +492,7 @@ static bool read_module(const cJSON *root, tf_req *t, size_t max_el, srv_err *e)
     if (attn_activation_parse(act, &t->act) != ATTN_OK) {
         hc_ptr_of(&p, "activation");
         return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
-                           "activation: expected \"relu\" or \"gelu\" (exact, erf)");
+                           "activation: expected \"relu\", \"gelu\" (exact, erf) or \"gelu_tanh\"");
     }
     t->eps = TF_DEFAULT_EPS;
     if (!srv_json_opt_bool(root, &rp, "norm_first", &t->norm_first, e) ||

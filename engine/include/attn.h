@@ -526,9 +526,11 @@ void attn_free_buffer(void *p);
 typedef enum attn_activation {
     ATTN_ACTIVATION_RELU = 0,
     ATTN_ACTIVATION_GELU = 1, /* exact x * Phi(x) with erf (torch's approximate='none') */
+    ATTN_ACTIVATION_GELU_TANH = 2, /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))):
+                                      torch's approximate='tanh', HF's gelu_new (GPT-2) */
 } attn_activation;
 
-/* Returns "relu" or "gelu", or NULL if a is unknown. */
+/* Returns "relu", "gelu" or "gelu_tanh", or NULL if a is unknown. */
 const char *attn_activation_name(attn_activation a);
 
 /* Parses an activation name; returns 0 and sets *out, or ATTN_ERR_INVALID. */
@@ -618,6 +620,11 @@ typedef struct attn_tf_outputs {
     float *output;        /* [n][E] */
     float *self_weights;  /* [L][H][n][n] per layer, per head */
     float *cross_weights; /* [L][H][n][m] (decoder) */
+    float *hidden_states; /* [L + 1][n][E]: the input, then each layer's output (before
+                             the final norm) */
+    float *q;             /* [L][n][E] each layer's projected self-attention queries */
+    float *k;             /* [L][n][E] ... keys */
+    float *v;             /* [L][n][E] ... values */
 } attn_tf_outputs;
 
 /*

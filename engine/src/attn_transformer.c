@@ -14,6 +14,8 @@ const char *attn_activation_name(attn_activation a)
         return "relu";
     case ATTN_ACTIVATION_GELU:
         return "gelu";
+    case ATTN_ACTIVATION_GELU_TANH:
+        return "gelu_tanh";
     }
     return NULL;
 }
@@ -26,6 +28,8 @@ attn_status attn_activation_parse(const char *name, attn_activation *out)
         *out = ATTN_ACTIVATION_RELU;
     else if (strcmp(name, "gelu") == 0)
         *out = ATTN_ACTIVATION_GELU;
+    else if (strcmp(name, "gelu_tanh") == 0)
+        *out = ATTN_ACTIVATION_GELU_TANH;
     else
         return ATTN_ERR_INVALID;
     return ATTN_OK;
@@ -33,7 +37,8 @@ attn_status attn_activation_parse(const char *name, attn_activation *out)
 
 static bool activation_known(attn_activation a)
 {
-    return a == ATTN_ACTIVATION_RELU || a == ATTN_ACTIVATION_GELU;
+    return a == ATTN_ACTIVATION_RELU || a == ATTN_ACTIVATION_GELU ||
+           a == ATTN_ACTIVATION_GELU_TANH;
 }
 
 static void activation_apply(attn_activation a, float *x, size_t count)
@@ -41,6 +46,13 @@ static void activation_apply(attn_activation a, float *x, size_t count)
     if (a == ATTN_ACTIVATION_RELU) {
         for (size_t i = 0; i < count; i++)
             x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    } else if (a == ATTN_ACTIVATION_GELU_TANH) {
+        /* as torch's gelu(approximate='tanh') and HF's NewGELUActivation */
+        const float c = 0.7978845608028654f; /* sqrt(2 / pi) */
+        for (size_t i = 0; i < count; i++) {
+            const float v = x[i];
+            x[i] = 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
+        }
     } else {
         /* torch's exact gelu: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)). */
         for (size_t i = 0; i < count; i++)
@@ -250,10 +262,16 @@ static attn_mha_weights mha_weights_of(const attn_tf_attention *a, size_t E)
 
 /* r->a = attention(q_in over kv_in [m_kv][E]); weights [H][n][m_kv] or NULL. */
 static attn_status run_attention(tf_run *r, const attn_mha_config *cfg, const attn_tf_attention *aw,
-                                 const float *q_in, size_t m_kv, const float *kv_in, float *weights)
+                                 const float *q_in, size_t m_kv, const float *kv_in, float *weights,
+                                 float *const qkv[3])
 {
     const attn_mha_weights mw = mha_weights_of(aw, r->E);
     attn_mha_outputs o = {.output = r->a, .weights = weights};
+    if (qkv) {
+        o.q = qkv[0];
+        o.k = qkv[1];
+        o.v = qkv[2];
+    }
     attn_result res;
     attn_status st = attn_mha_forward(r->child, cfg, &mw, r->n, m_kv, q_in, kv_in, kv_in, &o, &res);
     if (st != ATTN_OK)
@@ -278,7 +296,8 @@ static void add_into(float *x, const float *a, size_t count)
  * x = x + f(norm(x)). which: 0 self-attention, 1 cross-attention, 2 feed-forward.
  */
 static attn_status run_block(tf_run *r, const attn_tf_layer *ly, int which,
-                             const attn_tf_affine *norm, const float *memory, float *weights)
+                             const attn_tf_affine *norm, const float *memory, float *weights,
+                             float *const qkv[3])
 {
     const size_t count = r->n * r->E;
     const float eps = r->c->layer_norm_eps;
@@ -290,10 +309,11 @@ static attn_status run_block(tf_run *r, const attn_tf_layer *ly, int which,
     }
     switch (which) {
     case 0:
-        st = run_attention(r, &r->self_cfg, &ly->self_attn, in, r->n, in, weights);
+        st = run_attention(r, &r->self_cfg, &ly->self_attn, in, r->n, in, weights, qkv);
         break;
     case 1:
-        st = run_attention(r, &r->cross_cfg, &ly->multihead_attn, in, r->m, memory, weights);
+        st = run_attention(r, &r->cross_cfg, &ly->multihead_attn, in, r->m, memory, weights,
+                           NULL);
         break;
     default:
         ffn_run(r->c->activation, r->n, r->E, r->F, in, &ly->linear1, &ly->linear2, r->hid, r->a);
@@ -343,18 +363,25 @@ static attn_status run_stack(attn_ws *ws, const attn_tf_config *c, const attn_tf
         memcpy(r.x, src, count * sizeof(float));
 
     const size_t self_per_layer = r.H * n * n, cross_per_layer = r.H * n * m;
+    if (out->hidden_states && count)
+        memcpy(out->hidden_states, r.x, count * sizeof(float));
     for (size_t l = 0; l < c->num_layers; l++) {
         const attn_tf_layer *ly = &w->layers[l];
         float *sw = out->self_weights ? out->self_weights + l * self_per_layer : NULL;
-        attn_status st = run_block(&r, ly, 0, &ly->norm1, NULL, sw);
+        float *const qkv[3] = {out->q ? out->q + l * count : NULL,
+                               out->k ? out->k + l * count : NULL,
+                               out->v ? out->v + l * count : NULL};
+        attn_status st = run_block(&r, ly, 0, &ly->norm1, NULL, sw, qkv);
         if (st == ATTN_OK && decoder) {
             float *cw = out->cross_weights ? out->cross_weights + l * cross_per_layer : NULL;
-            st = run_block(&r, ly, 1, &ly->norm2, memory, cw);
+            st = run_block(&r, ly, 1, &ly->norm2, memory, cw, NULL);
         }
         if (st == ATTN_OK)
-            st = run_block(&r, ly, 2, decoder ? &ly->norm3 : &ly->norm2, NULL, NULL);
+            st = run_block(&r, ly, 2, decoder ? &ly->norm3 : &ly->norm2, NULL, NULL, NULL);
         if (st != ATTN_OK)
             return st;
+        if (out->hidden_states && count)
+            memcpy(out->hidden_states + (l + 1) * count, r.x, count * sizeof(float));
     }
 
     if (out->output) {

@@ -374,7 +374,7 @@ START_TEST(feed_forward_relu_and_exact_gelu_match_hand_values)
     attn_activation a = ATTN_ACTIVATION_GELU;
     ck_assert_str_eq(attn_activation_name(ATTN_ACTIVATION_RELU), "relu");
     ck_assert_str_eq(attn_activation_name(ATTN_ACTIVATION_GELU), "gelu");
-    ck_assert_ptr_null(attn_activation_name((attn_activation)2));
+    ck_assert_ptr_null(attn_activation_name((attn_activation)3));
     ck_assert_int_eq(attn_activation_parse("tanh", &a), ATTN_ERR_INVALID);
     ck_assert_int_eq(attn_activation_parse(NULL, &a), ATTN_ERR_INVALID);
     ck_assert_int_eq(a, ATTN_ACTIVATION_GELU);
@@ -856,6 +856,77 @@ START_TEST(decoder_each_failed_allocation_returns_nomem_then_recovers_no_leak)
 }
 END_TEST
 
+START_TEST(feed_forward_tanh_gelu_matches_the_formula)
+{
+    /* E = F = 1, identity linears: y = gelu_tanh(x) */
+    const float one = 1, zero = 0;
+    attn_tf_affine l1 = {.weight = &one, .bias = &zero}, l2 = {.weight = &one, .bias = &zero};
+    attn_ws *ws = attn_ws_create(NULL);
+    const float xs[5] = {-3, -0.5f, 0, 0.7f, 2.5f};
+    for (int i = 0; i < 5; i++) {
+        float y;
+        ck_assert_int_eq(attn_ffn_forward(ws, ATTN_ACTIVATION_GELU_TANH, 1, 1, 1, &xs[i], &l1, &l2,
+                                          &y),
+                         ATTN_OK);
+        const double x = xs[i];
+        const double want = 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+        ck_assert_msg(fabs(y - want) < 1e-6, "gelu_tanh(%g) = %g, expected %g", x, (double)y, want);
+    }
+    attn_activation a;
+    ck_assert_int_eq(attn_activation_parse("gelu_tanh", &a), ATTN_OK);
+    ck_assert_int_eq(a, ATTN_ACTIVATION_GELU_TANH);
+    ck_assert_str_eq(attn_activation_name(ATTN_ACTIVATION_GELU_TANH), "gelu_tanh");
+    attn_ws_free(ws);
+}
+END_TEST
+
+START_TEST(hidden_states_and_qkv_are_each_layers_own)
+{
+    enum { N = 5, E = 8, L = 3 };
+    attn_tf_config c = small_config(L, true, ATTN_ACTIVATION_GELU_TANH);
+    attn_tf_weights w;
+    void *store = NULL;
+    ck_assert_int_eq(attn_tf_init_seeded(&c, false, true, true, 11, &w, &store), ATTN_OK);
+    float *x = seq(N * E, 0.37f, 0.1f);
+    float out[N * E], hs[(L + 1) * N * E], q[L * N * E], k[L * N * E], v[L * N * E];
+    attn_tf_outputs o = {.output = out, .hidden_states = hs, .q = q, .k = k, .v = v};
+    attn_ws *ws = attn_ws_create(NULL);
+    ck_assert_int_eq(attn_tf_encoder_forward(ws, &c, &w, N, x, &o, NULL), ATTN_OK);
+    ck_assert_msg(memcmp(hs, x, sizeof(float) * N * E) == 0, "hidden_states[0] is the input");
+    /* the stack cut after layer l gives hidden_states[l + 1] (no final norm) */
+    for (size_t l = 0; l < L; l++) {
+        attn_tf_config cl = c;
+        cl.num_layers = l + 1;
+        attn_tf_weights wl = {.layers = w.layers};
+        float ol[N * E];
+        attn_tf_outputs oo = {.output = ol};
+        ck_assert_int_eq(attn_tf_encoder_forward(ws, &cl, &wl, N, x, &oo, NULL), ATTN_OK);
+        for (size_t i = 0; i < N * E; i++)
+            ck_assert_msg(fabsf(hs[(l + 1) * N * E + i] - ol[i]) < 1e-5f, "layer %zu [%zu]", l, i);
+    }
+    /* layer 0's queries: norm1(x) Wq^T + bq (norm_first); norm1 is 1 / 0 when seeded */
+    float h[N * E];
+    ck_assert_int_eq(attn_layer_norm(N, E, c.layer_norm_eps, x, NULL, NULL, h), ATTN_OK);
+    const attn_tf_attention *a = &w.layers[0].self_attn;
+    for (size_t i = 0; i < N; i++)
+        for (size_t j = 0; j < E; j++) {
+            double sq = a->in_proj_bias[j], sk = a->in_proj_bias[E + j];
+            double sv = a->in_proj_bias[2 * E + j];
+            for (size_t t = 0; t < E; t++) {
+                sq += (double)h[i * E + t] * a->in_proj_weight[j * E + t];
+                sk += (double)h[i * E + t] * a->in_proj_weight[(E + j) * E + t];
+                sv += (double)h[i * E + t] * a->in_proj_weight[(2 * E + j) * E + t];
+            }
+            ck_assert(fabs(q[i * E + j] - sq) < 1e-5);
+            ck_assert(fabs(k[i * E + j] - sk) < 1e-5);
+            ck_assert(fabs(v[i * E + j] - sv) < 1e-5);
+        }
+    attn_ws_free(ws);
+    attn_free_buffer(store);
+    free(x);
+}
+END_TEST
+
 static Suite *transformer_suite(int n_cases)
 {
     Suite *s = suite_create("engine_transformer");
@@ -867,6 +938,8 @@ static Suite *transformer_suite(int n_cases)
     tcase_add_test(tb, feed_forward_relu_and_exact_gelu_match_hand_values);
     tcase_add_test(tb, seeded_init_is_deterministic_and_follows_torch_distributions);
     tcase_add_test(tb, masks_behave_as_removing_the_keys);
+    tcase_add_test(tb, feed_forward_tanh_gelu_matches_the_formula);
+    tcase_add_test(tb, hidden_states_and_qkv_are_each_layers_own);
     suite_add_tcase(s, tb);
     TCase *ta = tcase_create("arguments");
     tcase_add_loop_test(ta, decoder_bad_argument_returns_documented_error_and_writes_nothing, 0,
