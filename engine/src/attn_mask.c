@@ -177,6 +177,59 @@ size_t attn__masks_apply(const attn_masks *mk, size_t head, size_t n, size_t m, 
     return n_allowed;
 }
 
+/* A pattern that is a bounded, contiguous window and nothing else. */
+static bool window_only(const attn_pattern *p)
+{
+    return p && p->has_window && p->window_left >= 0 && p->window_right >= 0 &&
+           p->dilation <= 1 && p->stride == 0 && p->block_size == 0 && p->n_global == 0 &&
+           p->random == 0;
+}
+
+/*
+ * attn__masks_apply_cols for the common sliding window: the columns are the
+ * contiguous keys j0 .. j0 + ncols - 1, and row i may see the keys in
+ * [i - left, i + right] below its causal end, less the padding: two ranges
+ * to clear and one to bias, instead of a test per pair.
+ */
+static size_t apply_window_band(const attn_masks *mk, const float *bias, const float *rel,
+                                size_t n, size_t mm, size_t i0, size_t rows, size_t j0,
+                                size_t ncols, float *s, size_t lds)
+{
+    const attn_pattern *p = mk->pattern;
+    const size_t L = (size_t)p->window_left, R = (size_t)p->window_right;
+    const size_t in_mm = j0 >= mm ? 0 : (j0 + ncols <= mm ? ncols : mm - j0);
+    size_t n_allowed = rows * (ncols - in_mm); /* appended columns */
+
+    for (size_t r = 0; r < rows; r++) {
+        const size_t i = i0 + r;
+        float *row = s + r * lds;
+        size_t a = i > L ? i - L : 0, b = i + R + 1;
+        const size_t end = causal_end(mk->causal, n, mm, i);
+        b = b < end ? b : end;
+        /* as column offsets within [0, in_mm) */
+        const size_t ca = a > j0 ? (a - j0 < in_mm ? a - j0 : in_mm) : 0;
+        const size_t cb = b > j0 ? (b - j0 < in_mm ? b - j0 : in_mm) : 0;
+        for (size_t c = 0; c < ca; c++)
+            row[c] = -INFINITY;
+        const float *brow = bias ? bias + i * mm + j0 : NULL;
+        const float *rrow = rel ? rel + (n - 1 - i) + j0 : NULL;
+        for (size_t c = ca; c < cb; c++) {
+            if (mk->key_padding && mk->key_padding[j0 + c]) {
+                row[c] = -INFINITY;
+                continue;
+            }
+            if (brow)
+                row[c] += brow[c];
+            if (rrow)
+                row[c] += rrow[c];
+            n_allowed++;
+        }
+        for (size_t c = cb > ca ? cb : ca; c < in_mm; c++)
+            row[c] = -INFINITY;
+    }
+    return n_allowed;
+}
+
 size_t attn__masks_apply_cols(const attn_masks *mk, size_t head, size_t n, size_t m, size_t i0,
                               size_t rows, const size_t *cols, size_t ncols, const size_t *rnd,
                               size_t n_rnd, float *s, size_t lds)
@@ -187,6 +240,9 @@ size_t attn__masks_apply_cols(const attn_masks *mk, size_t head, size_t n, size_
     const float *rel = mk->rel_bias ? mk->rel_bias + head * mk->rel_bias_head_stride : NULL;
     const attn_pattern *p = mk->pattern;
     size_t n_allowed = 0;
+
+    if (window_only(p) && !mk->mask && ncols > 0 && cols[ncols - 1] - cols[0] == ncols - 1)
+        return apply_window_band(mk, bias, rel, n, mm, i0, rows, cols[0], ncols, s, lds);
 
     for (size_t r = 0; r < rows; r++) {
         const size_t i = i0 + r;

@@ -432,6 +432,67 @@ START_TEST(sparse_path_matches_dense_path_for_every_score_kind)
 }
 END_TEST
 
+/* The sliding-window fast path (a window and nothing else, contiguous key
+ * band) against the dense path: asymmetric windows, every causal mode, key
+ * padding, an [n][m] bias and a relative bias, n < m and n > m. */
+START_TEST(window_band_fast_path_matches_dense_path)
+{
+    static const int64_t win[4][2] = {{0, 0}, {3, 1}, {1, 4}, {10, 10}};
+    const size_t shapes[2][2] = {{200, 300}, {300, 200}};
+    const size_t n = shapes[_i % 2][0], m = shapes[_i % 2][1], d = 8;
+    const attn_causal causal = (attn_causal)((_i / 2) % 3);
+    uint64_t st = 7 + (uint64_t)_i;
+    float *q = malloc(n * d * sizeof(float)), *k = malloc(m * d * sizeof(float)),
+          *v = malloc(m * d * sizeof(float)), *bias = malloc(n * m * sizeof(float)),
+          *rel = malloc((n + m - 1) * sizeof(float));
+    uint8_t *kpm = calloc(m, 1);
+    for (size_t x = 0; x < n * d; x++)
+        q[x] = frand(&st);
+    for (size_t x = 0; x < m * d; x++) {
+        k[x] = frand(&st);
+        v[x] = frand(&st);
+    }
+    for (size_t x = 0; x < n * m; x++)
+        bias[x] = frand(&st);
+    for (size_t x = 0; x < n + m - 1; x++)
+        rel[x] = frand(&st);
+    for (size_t j = 0; j < m; j += 7)
+        kpm[j] = 1;
+    float *o1 = malloc(n * d * sizeof(float)), *o2 = malloc(n * d * sizeof(float)),
+          *wt = malloc(n * m * sizeof(float));
+    attn_ws *ws = attn_ws_create(NULL);
+    for (int w = 0; w < 4; w++) {
+        attn_pattern pat = {.has_window = true, .window_left = win[w][0],
+                            .window_right = win[w][1]};
+        attn_params p = {.score = ATTN_SCORE_SCALED_DOT};
+        p.masks.pattern = &pat;
+        p.masks.causal = causal;
+        p.masks.key_padding = kpm;
+        p.masks.bias = (w & 1) ? bias : NULL;
+        p.masks.rel_bias = (w & 2) ? rel : NULL;
+        attn_result r1, r2;
+        attn_outputs a = {.output = o1, .weights = wt}, b = {.output = o2};
+        ck_assert_int_eq(attn_forward(ws, &p, n, m, d, d, d, q, k, v, &a, &r1), ATTN_OK);
+        ck_assert_int_eq(attn_forward(ws, &p, n, m, d, d, d, q, k, v, &b, &r2), ATTN_OK);
+        ck_assert_uint_eq(r1.n_allowed_pairs, r2.n_allowed_pairs);
+        ck_assert_uint_eq(r1.n_empty_rows, r2.n_empty_rows);
+        for (size_t x = 0; x < n * d; x++)
+            ck_assert_msg(fabs(o1[x] - o2[x]) < 1e-5, "case %d window %d output[%zu] %g vs %g",
+                          _i, w, x, o1[x], o2[x]);
+    }
+    attn_ws_free(ws);
+    free(q);
+    free(k);
+    free(v);
+    free(bias);
+    free(rel);
+    free(kpm);
+    free(o1);
+    free(o2);
+    free(wt);
+}
+END_TEST
+
 /* Multi-head with a pattern, bias_k/zero-attention columns and a head average
  * built by the sparse path agrees with the dense path. */
 START_TEST(mha_pattern_sparse_matches_dense)
@@ -560,6 +621,7 @@ static Suite *pattern_suite(void)
     tcase_add_loop_test(tc, random_shapes_match_naive_reference, 0, 12);
     tcase_add_test(tc, dilated_window_with_every_mask_and_causal_alignment);
     tcase_add_loop_test(tc, sparse_path_matches_dense_path_for_every_score_kind, 0, 5);
+    tcase_add_loop_test(tc, window_band_fast_path_matches_dense_path, 0, 6);
     tcase_add_test(tc, mha_pattern_sparse_matches_dense);
     tcase_add_test(tc, invalid_patterns_are_rejected);
     tcase_add_test(tc, window_without_weights_reserves_block_times_band);
