@@ -7,15 +7,18 @@ ARGS       ?=
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 BENCH_ARGS ?=
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build run test test-release test-asan bench clean help
+.PHONY: all deps build run test test-release test-asan test-fuzz bench fuzz clean help
 
 all: build
 
 help:
 	@echo "make run   [ARGS='--port 9000']  install missing packages, build (Release), start on 127.0.0.1:8080"
 	@echo "make test                        the same set-up, then every test (Release and ASan+UBSan builds)"
-	@echo "make test-release / test-asan    one of the two test builds"
+	@echo "make test-release / test-asan    one of the two test builds (test-fuzz: 10 s per fuzz target)"
+	@echo "make fuzz  [FUZZ_SECONDS=60]     every libFuzzer target (clang, ASan+UBSan) for that long, with figures"
 	@echo "make bench [BENCH_ARGS='--only \"softmax dense\"']  Release build, then the engine benchmark table"
 	@echo "make clean                       remove build folders"
 
@@ -31,7 +34,7 @@ build: deps $(BUILD)/CMakeCache.txt
 run: build
 	./$(BUILD)/attention-server $(ARGS)
 
-test: test-release test-asan
+test: test-release test-asan test-fuzz
 
 test-release: build
 	ctest --test-dir $(BUILD) --output-on-failure $(CTEST_ARGS)
@@ -42,9 +45,18 @@ test-asan: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir $(ASAN_BUILD) --output-on-failure $(CTEST_ARGS)
 
+fuzz: deps
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
+	  -DATTN_FUZZ=ON -DATTN_SANITIZE=ON -DATTN_TESTS=OFF
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+test-fuzz:
+	$(MAKE) fuzz FUZZ_SECONDS=10
+
 bench: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS) --target attn_bench
 	./$(BUILD)/attn_bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -202,8 +202,7 @@ START_TEST(garbage_request_line_rejected_others_served)
         "GET /healthz HTTP/1.1\r\nHost: x\r\nthis is not a header\r\n\r\n",
         "POST /v1/attention HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
         "POST /v1/attention HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n{}",
-        "POST /v1/attention HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
-        "chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        "POST /v1/attention HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
         expect_rejected(s, texts[i], strlen(texts[i]), texts[i]);
