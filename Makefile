@@ -9,8 +9,10 @@ CTEST_ARGS ?=
 BENCH_ARGS ?=
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
+LOAD_SECONDS ?= 60
+LOAD_CONNECTIONS ?= 64
 
-.PHONY: all deps build run test test-release test-asan test-fuzz bench fuzz clean help
+.PHONY: all deps build run test test-release test-asan test-fuzz test-load bench fuzz loadtest clean help
 
 all: build
 
@@ -19,6 +21,7 @@ help:
 	@echo "make test                        the same set-up, then every test (Release and ASan+UBSan builds)"
 	@echo "make test-release / test-asan    one of the two test builds (test-fuzz: 10 s per fuzz target)"
 	@echo "make fuzz  [FUZZ_SECONDS=60]     every libFuzzer target (clang, ASan+UBSan) for that long, with figures"
+	@echo "make loadtest [LOAD_SECONDS=60 LOAD_CONNECTIONS=64]  wrk: mixed valid/invalid/oversize requests"
 	@echo "make bench [BENCH_ARGS='--only \"softmax dense\"']  Release build, then the engine benchmark table"
 	@echo "make clean                       remove build folders"
 
@@ -34,7 +37,7 @@ build: deps $(BUILD)/CMakeCache.txt
 run: build
 	./$(BUILD)/attention-server $(ARGS)
 
-test: test-release test-asan test-fuzz
+test: test-release test-asan test-fuzz test-load
 
 test-release: build
 	ctest --test-dir $(BUILD) --output-on-failure $(CTEST_ARGS)
@@ -53,6 +56,12 @@ fuzz: deps
 
 test-fuzz:
 	$(MAKE) fuzz FUZZ_SECONDS=10
+
+loadtest: build
+	tests/load/run.sh $(BUILD)/attention-server $(LOAD_SECONDS) $(LOAD_CONNECTIONS)
+
+test-load: build
+	tests/load/run.sh $(BUILD)/attention-server 5 16
 
 bench: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS) --target attn_bench

@@ -7,7 +7,7 @@ set -eu
 profile=${1:-test}
 runtime="libmicrohttpd12 libcjson1 libopenblas0-pthread"
 build="gcc make cmake pkg-config libmicrohttpd-dev libcjson-dev libopenblas-dev"
-testing="check libcurl4-openssl-dev curl libxml2-utils librsvg2-bin clang libclang-rt-14-dev"
+testing="check libcurl4-openssl-dev curl libxml2-utils librsvg2-bin clang libclang-rt-14-dev wrk"
 
 case "$profile" in
     runtime) want="$runtime" ;;
