@@ -18,6 +18,11 @@
 #define CFG_DEFAULT_TIMEOUT 30u
 #define CFG_DEFAULT_DRAIN 10u
 #define CFG_MAX_THREADS 256
+#define CFG_DEFAULT_MAX_SEQ_LEN 65536u
+#define CFG_DEFAULT_MAX_HEADS 256u
+#define CFG_DEFAULT_MAX_LAYERS 64u
+#define CFG_DEFAULT_MAX_CONNECTIONS 1024u
+#define CFG_DEFAULT_QUEUE_TIMEOUT_MS 2000u
 
 /* Online cores, clamped to the --threads range. */
 static unsigned cfg_cores(void)
@@ -41,6 +46,12 @@ void srv_config_defaults(srv_config *c)
     c->timeout_s = CFG_DEFAULT_TIMEOUT;
     c->drain_s = CFG_DEFAULT_DRAIN;
     c->quiet = false;
+    c->max_seq_len = CFG_DEFAULT_MAX_SEQ_LEN;
+    c->max_heads = CFG_DEFAULT_MAX_HEADS;
+    c->max_layers = CFG_DEFAULT_MAX_LAYERS;
+    c->max_connections = CFG_DEFAULT_MAX_CONNECTIONS;
+    c->max_concurrent = 0; /* = threads */
+    c->queue_timeout_ms = CFG_DEFAULT_QUEUE_TIMEOUT_MS;
 }
 
 /* --------------------------------------------------------- the option table */
@@ -51,6 +62,7 @@ typedef enum cfg_kind {
     CFG_KIND_INT,  /* int in [lo, hi] */
     CFG_KIND_SIZE, /* size_t > 0 with optional K/M/G suffix */
     CFG_KIND_BOOL,
+    CFG_KIND_STRING, /* text up to hi - 1 bytes (hi = the field's size) */
     CFG_KIND_HELP,
     CFG_KIND_VERSION,
 } cfg_kind;
@@ -85,6 +97,28 @@ static const cfg_opt cfg_opts[] = {
      "SEC", "seconds to finish in-flight requests after SIGTERM/SIGINT"},
     {"quiet", "ATTN_QUIET", CFG_KIND_BOOL, 0, 0, offsetof(srv_config, quiet), NULL,
      "no start-up line on stdout, no stop note on stderr"},
+    {"max-seq-len", "ATTN_MAX_SEQ_LEN", CFG_KIND_UINT, 1, 1u << 30,
+     offsetof(srv_config, max_seq_len), "N", "most query or key rows in one request (413 past it)"},
+    {"max-heads", "ATTN_MAX_HEADS", CFG_KIND_UINT, 1, 65536, offsetof(srv_config, max_heads), "N",
+     "most attention heads per block (413 past it)"},
+    {"max-layers", "ATTN_MAX_LAYERS", CFG_KIND_UINT, 1, 65536, offsetof(srv_config, max_layers),
+     "N", "most layers in one transformer stack (413 past it)"},
+    {"max-connections", "ATTN_MAX_CONNECTIONS", CFG_KIND_UINT, 1, 65536,
+     offsetof(srv_config, max_connections), "N", "open connections at once; more are refused"},
+    {"max-concurrent", "ATTN_MAX_CONCURRENT", CFG_KIND_UINT, 0, 65536,
+     offsetof(srv_config, max_concurrent), "N",
+     "computations at once; others wait (0 = --threads)"},
+    {"queue-timeout-ms", "ATTN_QUEUE_TIMEOUT_MS", CFG_KIND_UINT, 0, 600000,
+     offsetof(srv_config, queue_timeout_ms), "MS",
+     "how long a computation waits for a slot before 429 with Retry-After"},
+    {"api-key", "ATTN_API_KEY", CFG_KIND_STRING, 0, sizeof(((srv_config *)0)->api_key),
+     offsetof(srv_config, api_key), "KEY",
+     "require Authorization: Bearer KEY on /v1 and /v2 (health, metrics stay open)"},
+    {"api-key-file", "ATTN_API_KEY_FILE", CFG_KIND_STRING, 0,
+     sizeof(((srv_config *)0)->api_key_file), offsetof(srv_config, api_key_file), "FILE",
+     "read the API key from the first line of FILE"},
+    {"access-log", "ATTN_ACCESS_LOG", CFG_KIND_BOOL, 0, 0, offsetof(srv_config, access_log), NULL,
+     "one JSON line per request on stderr"},
     {"help", NULL, CFG_KIND_HELP, 0, 0, 0, NULL, "print this help and exit"},
     {"version", NULL, CFG_KIND_VERSION, 0, 0, 0, NULL,
      "print version and BLAS configuration, exit"},
@@ -244,6 +278,13 @@ static bool cfg_apply(srv_config *c, const cfg_opt *o, const char *name, const c
                  "%s: '%.64s' is not a boolean (expected true/false, 1/0, yes/no, on/off)", name,
                  v);
         return false;
+    case CFG_KIND_STRING:
+        if (strlen(v) < o->hi) {
+            snprintf(field, (size_t)o->hi, "%s", v);
+            return true;
+        }
+        snprintf(err, err_len, "%s: longer than %llu characters", name, o->hi - 1);
+        return false;
     case CFG_KIND_HELP:
     case CFG_KIND_VERSION:
         break;
@@ -282,6 +323,9 @@ static void cfg_default_text(const cfg_opt *o, const srv_config *d, char *out, s
     }
     case CFG_KIND_BOOL:
         snprintf(out, out_len, "%s", *(const bool *)(const void *)field ? "on" : "off");
+        break;
+    case CFG_KIND_STRING:
+        snprintf(out, out_len, "%s", field[0] ? "set" : "none");
         break;
     case CFG_KIND_HELP:
     case CFG_KIND_VERSION:

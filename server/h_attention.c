@@ -516,7 +516,8 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
         !hc_read_scale_softcap(root, &c, &e) ||
         !hc_read_return(root, HC_RET_OUTPUT | HC_RET_WEIGHTS | HC_RET_SCORES | HC_RET_PATTERN,
                         HC_RET_OUTPUT | HC_RET_WEIGHTS, &c, &e) ||
-        !read_kernel(root, &linear, &kern, &e) || !hc_read_qkv(root, &c, false, max_el, &e))
+        !read_kernel(root, &linear, &kern, &e) || !hc_read_qkv(root, &c, false, max_el, &e) ||
+        !hc_check_limits(app, c.n, "query", c.m, "key", 1, "", 1, "", &e))
         goto fail;
     if (linear && (c.ret & HC_RET_SCORES)) {
         srv_ptr rp2;
@@ -920,6 +921,9 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
         goto fail;
     }
     size_t hd = E / (size_t)H, Ekv = (size_t)Hkv * hd;
+    if (!hc_check_limits(app, c.n, "query", c.m, c.key.data ? "key" : "query", (size_t)H,
+                         "num_heads", 1, "", &e))
+        goto fail;
 
     int bias_flag = -1;
     if (cJSON_GetObjectItemCaseSensitive(root, "bias")) {

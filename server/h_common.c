@@ -718,3 +718,35 @@ bool hc_reject_attn_mask(const cJSON *root, srv_err *e)
                        "attn_mask is ambiguous: send mask (bool, true = may attend) "
                        "or attn_bias (float, added to scores)");
 }
+
+bool hc_check_limits(const srv_app *app, size_t n, const char *n_field, size_t m,
+                     const char *m_field, size_t heads, const char *heads_field, size_t layers,
+                     const char *layers_field, srv_err *e)
+{
+    const srv_config *c = &app->config;
+    srv_ptr p;
+    const size_t rows[2] = {n, m};
+    const char *const fields[2] = {n_field, m_field};
+    for (int i = 0; i < 2; i++)
+        if (c->max_seq_len && rows[i] > c->max_seq_len) {
+            hc_ptr_of(&p, fields[i]);
+            return srv_err_set(e, 413, SRV_CODE_TOO_LARGE, p.s,
+                               "%s: %zu rows, over the limit of %u (--max-seq-len); send a "
+                               "shorter sequence or split it",
+                               fields[i], rows[i], c->max_seq_len);
+        }
+    if (c->max_heads && heads > c->max_heads) {
+        hc_ptr_of(&p, heads_field);
+        return srv_err_set(e, 413, SRV_CODE_TOO_LARGE, p.s,
+                           "%s: %zu heads, over the limit of %u (--max-heads); use fewer heads",
+                           heads_field, heads, c->max_heads);
+    }
+    if (c->max_layers && layers > c->max_layers) {
+        hc_ptr_of(&p, layers_field);
+        return srv_err_set(e, 413, SRV_CODE_TOO_LARGE, p.s,
+                           "%s: %zu layers, over the limit of %u (--max-layers); use fewer "
+                           "layers",
+                           layers_field, layers, c->max_layers);
+    }
+    return true;
+}

@@ -167,4 +167,13 @@ bool hc_sd_read(const cJSON *sd, const srv_ptr *sdp, const char *key, size_t ran
  * (mask: bool, true = may attend; attn_bias: float added to the scores). */
 bool hc_reject_attn_mask(const cJSON *root, srv_err *e);
 
+/*
+ * The size limits every compute request meets (--max-seq-len, --max-heads,
+ * --max-layers): n query rows and m key rows (fields named for the
+ * pointer), heads and layers. 413 naming the limit and how to stay under it.
+ */
+bool hc_check_limits(const srv_app *app, size_t n, const char *n_field, size_t m,
+                     const char *m_field, size_t heads, const char *heads_field, size_t layers,
+                     const char *layers_field, srv_err *e);
+
 #endif /* H_COMMON_H */

@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "ops.h"
 #include "srv.h"
 
 #if defined(__clang__)
@@ -147,4 +148,20 @@ void srv_h_openapi(srv_app *app, const srv_request *req, srv_response *res)
     memcpy(copy, srv_openapi_yaml, srv_openapi_yaml_len);
     copy[srv_openapi_yaml_len] = '\0';
     srv_response_set(res, 200, "application/yaml", copy, srv_openapi_yaml_len);
+}
+
+void srv_h_metrics(srv_app *app, const srv_request *req, srv_response *res)
+{
+    srv_buf b;
+    size_t len = 0;
+
+    (void)req;
+    srv_buf_init(&b);
+    srv_metrics_render(app->metrics, app, &b);
+    char *body = srv_buf_detach(&b, &len);
+    if (body == NULL) {
+        respond_oom(res, "/metrics");
+        return;
+    }
+    srv_response_set(res, 200, "text/plain; version=0.0.4; charset=utf-8", body, len);
 }

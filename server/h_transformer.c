@@ -649,6 +649,8 @@ static void transformer(srv_app *app, const srv_request *req, srv_response *res,
     if (!hc_read_output_options(root, c, &e) || !hc_read_causal(root, c, &e) ||
         !hc_read_scale_softcap(root, c, &e) || !hc_read_return(root, allowed, allowed, c, &e) ||
         !read_inputs(root, &t, max_el, &e) || !read_module(root, &t, max_el, &e) ||
+        !hc_check_limits(app, c->n, decoder ? "target" : "input", decoder ? t.m : c->n,
+                         decoder ? "memory" : "input", t.H, "nhead", t.L, "num_layers", &e) ||
         !hc_read_masks(root, c, t.H, max_el, &e) || !hc_read_pattern(root, c, &e) ||
         !hc_read_tokens(root, "tokens", c->n, &c->tokens, &e) ||
         (decoder && !read_memory_masks(root, &t, max_el, &e)))

@@ -12,6 +12,7 @@
 
 #include <microhttpd.h>
 
+#include "ops.h"
 #include "srv.h"
 
 /* Bytes past --max-body-bytes that are read and thrown away so the 413 can
@@ -54,6 +55,7 @@ typedef struct http_req {
     bool responded; /* a response was queued early */
     bool counted;   /* included in in_flight */
     http_conn *conn;
+    const char *url, *method; /* MHD's, valid until the request completes */
     srv_kv *query;
     size_t n_query;
     srv_kv *headers;
@@ -104,6 +106,8 @@ static const char *http_status_code(int status)
         return SRV_CODE_TOO_LARGE;
     case 415:
         return SRV_CODE_MEDIA_TYPE;
+    case 429:
+        return SRV_CODE_TOO_MANY;
     case 503:
         return SRV_CODE_UNAVAILABLE;
     default:
@@ -124,6 +128,7 @@ static enum MHD_Result http_send(srv_http *h, struct MHD_Connection *conn, http_
     unsigned status = (unsigned)res->status;
     enum MHD_Result ret;
     char num[32];
+    const size_t bytes_out = res->body_len;
 
     if (res->body != NULL) {
         mr = MHD_create_response_from_buffer_with_free_callback(res->body_len, res->body, free);
@@ -165,8 +170,25 @@ static enum MHD_Result http_send(srv_http *h, struct MHD_Connection *conn, http_
         snprintf(num, sizeof num, "%.3f", res->inference_ms);
         MHD_add_response_header(mr, "X-Inference-Time", num);
     }
-    snprintf(num, sizeof num, "%.3f", srv_now_ms() - (r ? r->t0 : srv_now_ms()));
+    const double total_ms = r ? srv_now_ms() - r->t0 : 0;
+    snprintf(num, sizeof num, "%.3f", total_ms);
     MHD_add_response_header(mr, "X-Total-Time", num);
+    if (r != NULL) {
+        const int route = res->route >= 0 ? res->route
+                          : r->url      ? srv_route_index(r->method, r->url)
+                                        : -1;
+        srv_metrics_observe(h->app->metrics, route, (int)status, total_ms, r->received,
+                            bytes_out, res->error_code);
+        if (h->app->config.access_log) {
+            srv_request lr;
+            memset(&lr, 0, sizeof lr);
+            lr.method = r->method;
+            lr.path = r->url;
+            lr.headers = r->headers;
+            lr.n_headers = r->n_headers;
+            srv_access_log(&lr, (int)status, total_ms, r->received, bytes_out);
+        }
+    }
     if (close || h->app->draining)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
 
@@ -299,8 +321,8 @@ static bool http_expects_continue(struct MHD_Connection *conn, const char *versi
 }
 
 /* First call for a request: headers are in, no body yet. */
-static enum MHD_Result http_begin(srv_http *h, struct MHD_Connection *conn, const char *version,
-                                  void **req_cls)
+static enum MHD_Result http_begin(srv_http *h, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, void **req_cls)
 {
     size_t max = h->app->config.max_body_bytes;
     http_req *r = calloc(1, sizeof *r);
@@ -316,6 +338,8 @@ static enum MHD_Result http_begin(srv_http *h, struct MHD_Connection *conn, cons
         return http_send(h, conn, NULL, &res, true);
     }
     r->t0 = srv_now_ms();
+    r->url = url;
+    r->method = method;
     r->counted = true;
     atomic_fetch_add(&h->in_flight, 1);
     *req_cls = r;
@@ -393,7 +417,7 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
     http_req *r = *req_cls;
 
     if (r == NULL)
-        return http_begin(h, conn, version, req_cls);
+        return http_begin(h, conn, url, method, version, req_cls);
     if (r == &http_req_failed) {
         *upload_data_size = 0;
         return MHD_YES;
@@ -538,6 +562,7 @@ srv_http *srv_http_start(srv_app *app, char *err, size_t err_len)
                                  MHD_OPTION_EXTERNAL_LOGGER, http_log, h, MHD_OPTION_SOCK_ADDR,
                                  &addr.sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)c->threads,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)c->timeout_s,
+                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned int)c->max_connections,
                                  MHD_OPTION_NOTIFY_COMPLETED, http_completed, h,
                                  MHD_OPTION_NOTIFY_CONNECTION, http_connection, h, MHD_OPTION_END);
     atomic_store(&h->starting, false);

@@ -5,7 +5,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "ops.h"
 #include "srv.h"
+
+static unsigned in_flight_of(void *h)
+{
+    return srv_http_in_flight(h);
+}
 
 /* Waits until no request is in flight or the drain timeout passes; returns
  * the requests still running (they are cut short by the stop). */
@@ -43,6 +49,18 @@ int main(int argc, char **argv)
         break;
     }
     attn_blas_set_threads(app.config.blas_threads);
+    if (!srv_config_load_api_key(&app.config, err, sizeof err)) {
+        fprintf(stderr, "attention-server: %s\n", err);
+        return 2;
+    }
+    if (app.config.max_concurrent == 0)
+        app.config.max_concurrent = app.config.threads;
+    app.metrics = srv_metrics_create(srv_n_routes);
+    app.limiter = srv_limiter_create(app.config.max_concurrent);
+    if (app.metrics == NULL || app.limiter == NULL) {
+        fprintf(stderr, "attention-server: out of memory\n");
+        return 1;
+    }
 
     /* A client that hangs up mid-response must not kill the process. */
     memset(&ign, 0, sizeof ign);
@@ -63,6 +81,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "attention-server: %s\n", err);
         return 1;
     }
+    srv_metrics_set_in_flight_source(app.metrics, in_flight_of, h);
     app.ready = 1;
     v6 = strchr(app.config.host, ':') != NULL;
     if (!app.config.quiet) {
@@ -83,8 +102,11 @@ int main(int argc, char **argv)
     /* Stopping joins MHD's threads, which would wait for the computations
      * the drain timeout just gave up on; past it, the process simply ends
      * and takes them along. */
-    if (cut == 0)
+    if (cut == 0) {
         srv_http_stop(h);
+        srv_metrics_free(app.metrics);
+        srv_limiter_free(app.limiter);
+    }
     if (!app.config.quiet)
         fprintf(stderr, "attention-server: stopped on %s (%u request%s cut short)\n",
                 sig == SIGINT ? "SIGINT" : "SIGTERM", cut, cut == 1 ? "" : "s");

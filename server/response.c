@@ -16,6 +16,7 @@ void srv_response_init(srv_response *r)
 {
     memset(r, 0, sizeof *r);
     r->status = 200;
+    r->route = -1;
 }
 
 void srv_response_clear(srv_response *r)
@@ -120,6 +121,7 @@ void srv_respond_error(srv_response *r, const srv_err *e)
     }
     srv_response_clear(r);
     srv_response_set(r, status, "application/json", body, len);
+    r->error_code = e->code ? e->code : SRV_CODE_INTERNAL;
 }
 
 /* --------------------------------------------------------------- request */

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "ops.h"
 #include "pictures.h"
 #include "srv.h"
 
@@ -100,6 +101,20 @@ static void options_respond(srv_app *app, const srv_request *req, srv_response *
     srv_response_header(res, "Allow", "%s", allow);
 }
 
+int srv_route_index(const char *method, const char *path)
+{
+    int any = -1;
+    for (size_t i = 0; method && path && i < srv_n_routes; i++) {
+        if (!route_match(srv_routes[i].pattern, path, NULL))
+            continue;
+        if (strcmp(srv_routes[i].method, method) == 0)
+            return (int)i;
+        if (any < 0)
+            any = (int)i;
+    }
+    return any;
+}
+
 void srv_dispatch(srv_app *app, srv_request *req, srv_response *res)
 {
     const char *method = req->method ? req->method : "";
@@ -142,9 +157,19 @@ void srv_dispatch(srv_app *app, srv_request *req, srv_response *res)
     }
 
     route_match(hit->pattern, path, req);
+    const int route = (int)(hit - srv_routes);
+    if (!srv_auth_ok(app, req, path)) {
+        srv_err_set(&e, 401, SRV_CODE_UNAUTHENTICATED, "",
+                    "send the API key as Authorization: Bearer <key>");
+        srv_respond_error(res, &e);
+        srv_response_header(res, "WWW-Authenticate", "Bearer realm=\"explore-attention\"");
+        res->route = route;
+        return;
+    }
     if (hit->needs_json && !content_type_is_json(srv_req_header(req, "Content-Type"))) {
         srv_err_set(&e, 415, SRV_CODE_MEDIA_TYPE, "", "send Content-Type: application/json");
         srv_respond_error(res, &e);
+        res->route = route;
         return;
     }
     srv_format format = SRV_FORMAT_JSON;
@@ -152,9 +177,29 @@ void srv_dispatch(srv_app *app, srv_request *req, srv_response *res)
         srv_respond_error(res, &e);
         return;
     }
+    /* Computations take a slot (--max-concurrent); the health and other GET
+     * routes never wait. */
+    double waited = 0;
+    if (hit->needs_json) {
+        if (!srv_limiter_acquire(app->limiter, app->config.queue_timeout_ms, &waited)) {
+            srv_metrics_queue_wait(app->metrics, waited);
+            srv_err_set(&e, 429, SRV_CODE_TOO_MANY, "",
+                        "every computation slot stayed busy for %u ms (--max-concurrent %u); "
+                        "retry after the Retry-After seconds",
+                        app->config.queue_timeout_ms, app->config.max_concurrent);
+            srv_respond_error(res, &e);
+            srv_response_header(res, "Retry-After", "1");
+            res->route = route;
+            return;
+        }
+        srv_metrics_queue_wait(app->metrics, waited);
+    }
     hit->handler(app, req, res);
+    if (hit->needs_json)
+        srv_limiter_release(app->limiter);
     if (format != SRV_FORMAT_JSON)
         srv_pictures_convert(req, format, res);
+    res->route = route;
     if (hit->pictures) /* caches must key these answers on Accept too */
         srv_response_header(res, "Vary", "Accept");
 }

@@ -10,6 +10,7 @@ const srv_route srv_routes[] = {
     {"GET", "/readyz", srv_h_readyz, false, false},
     {"GET", "/v1/info", srv_h_info, false, false},
     {"GET", "/openapi.yaml", srv_h_openapi, false, false},
+    {"GET", "/metrics", srv_h_metrics, false, false},
     {"POST", "/v1/attention", srv_h_attention, true, true},
     {"POST", "/v1/multihead_attention", srv_h_mha, true, true},
     {"POST", "/v1/transformer/encoder", srv_h_transformer_encoder, true, true},

@@ -31,6 +31,16 @@ typedef struct srv_config {
     unsigned timeout_s;    /* --timeout / ATTN_TIMEOUT: idle connection timeout, seconds */
     unsigned drain_s;      /* --drain-timeout / ATTN_DRAIN_TIMEOUT: seconds to finish in-flight work */
     bool quiet;            /* --quiet / ATTN_QUIET: no start-up banner */
+    /* limits and operations (see README "Operations") */
+    unsigned max_seq_len;      /* --max-seq-len: query or key rows one request may have */
+    unsigned max_heads;        /* --max-heads: attention heads per block */
+    unsigned max_layers;       /* --max-layers: layers per transformer stack */
+    unsigned max_connections;  /* --max-connections: open connections at once */
+    unsigned max_concurrent;   /* --max-concurrent: computations at once (0 = threads) */
+    unsigned queue_timeout_ms; /* --queue-timeout-ms: wait for a slot before 429 */
+    char api_key[256];         /* --api-key / ATTN_API_KEY: Bearer token for /v1 and /v2 */
+    char api_key_file[512];    /* --api-key-file / ATTN_API_KEY_FILE: the key, from a file */
+    bool access_log;           /* --access-log / ATTN_ACCESS_LOG: JSON lines on stderr */
 } srv_config;
 
 /* Fills c with the documented defaults. */
@@ -115,6 +125,8 @@ typedef struct srv_response {
     char header_values[SRV_MAX_HEADERS][128];
     size_t n_headers;
     double inference_ms; /* compute time, sent as X-Inference-Time when > 0 */
+    int route;              /* index into srv_routes of the route that answered, -1: none */
+    const char *error_code; /* the error's code when srv_respond_error wrote it, else NULL */
 } srv_response;
 
 void srv_response_init(srv_response *r);
@@ -152,6 +164,7 @@ bool srv_err_set(srv_err *e, int status, const char *code, const char *field,
 #define SRV_CODE_METHOD "method_not_allowed"    /* 405 */
 #define SRV_CODE_TOO_LARGE "payload_too_large"  /* 413 */
 #define SRV_CODE_MEDIA_TYPE "unsupported_media_type" /* 415 */
+#define SRV_CODE_TOO_MANY "too_many_requests"   /* 429 */
 #define SRV_CODE_UNAVAILABLE "unavailable"      /* 503 */
 #define SRV_CODE_INTERNAL "internal"            /* 500 */
 
@@ -161,6 +174,8 @@ void srv_respond_error(srv_response *r, const srv_err *e);
 /* --------------------------------------------------------------- the app */
 
 typedef struct srv_app srv_app;
+typedef struct srv_metrics srv_metrics;
+typedef struct srv_limiter srv_limiter;
 
 /* Process-wide state shared by all handlers (read-mostly). */
 struct srv_app {
@@ -169,6 +184,8 @@ struct srv_app {
     volatile int draining; /* 1 after SIGTERM/SIGINT */
     double start_time;     /* srv_now_ms() at start */
     unsigned bound_port;   /* the port actually bound */
+    srv_metrics *metrics;  /* request counters (NULL: not kept) */
+    srv_limiter *limiter;  /* slots for computations (NULL: no limit) */
 };
 
 /* Monotonic milliseconds. */
@@ -198,6 +215,10 @@ typedef struct srv_route {
  */
 void srv_dispatch(srv_app *app, srv_request *req, srv_response *res);
 
+/* Index of the route for method and path (another method's route on that
+ * path when none has the method), -1 when no route has the path. */
+int srv_route_index(const char *method, const char *path);
+
 /* The route table (routes.c) and its size. */
 extern const srv_route srv_routes[];
 extern const size_t srv_n_routes;
@@ -207,6 +228,7 @@ void srv_h_healthz(srv_app *app, const srv_request *req, srv_response *res);
 void srv_h_readyz(srv_app *app, const srv_request *req, srv_response *res);
 void srv_h_info(srv_app *app, const srv_request *req, srv_response *res);
 void srv_h_openapi(srv_app *app, const srv_request *req, srv_response *res);
+void srv_h_metrics(srv_app *app, const srv_request *req, srv_response *res);
 void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res);
 void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res);
 void srv_h_transformer_encoder(srv_app *app, const srv_request *req, srv_response *res);

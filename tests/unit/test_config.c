@@ -330,6 +330,45 @@ START_TEST(help_lists_every_flag_env_and_default)
 }
 END_TEST
 
+START_TEST(operations_flags_and_their_env)
+{
+    ck_assert_int_eq(PARSE_NONE(), SRV_CLI_RUN);
+    ck_assert_uint_eq(cfg.max_seq_len, 65536);
+    ck_assert_uint_eq(cfg.max_heads, 256);
+    ck_assert_uint_eq(cfg.max_layers, 64);
+    ck_assert_uint_eq(cfg.max_connections, 1024);
+    ck_assert_uint_eq(cfg.max_concurrent, 0);
+    ck_assert_uint_eq(cfg.queue_timeout_ms, 2000);
+    ck_assert_str_eq(cfg.api_key, "");
+    ck_assert(!cfg.access_log);
+    env_set("ATTN_API_KEY", "from-env");
+    env_set("ATTN_MAX_SEQ_LEN", "512");
+    env_set("ATTN_ACCESS_LOG", "on");
+    ck_assert_int_eq(PARSE("--api-key", "from-flag", "--max-heads", "8", "--max-layers", "3",
+                           "--max-connections", "10", "--max-concurrent", "2",
+                           "--queue-timeout-ms", "0", "--api-key-file", "/run/key"),
+                     SRV_CLI_RUN);
+    ck_assert_str_eq(cfg.api_key, "from-flag");
+    ck_assert_str_eq(cfg.api_key_file, "/run/key");
+    ck_assert_uint_eq(cfg.max_seq_len, 512);
+    ck_assert_uint_eq(cfg.max_heads, 8);
+    ck_assert_uint_eq(cfg.max_layers, 3);
+    ck_assert_uint_eq(cfg.max_connections, 10);
+    ck_assert_uint_eq(cfg.max_concurrent, 2);
+    ck_assert_uint_eq(cfg.queue_timeout_ms, 0);
+    ck_assert(cfg.access_log);
+    char longkey[300];
+    memset(longkey, 'k', sizeof longkey - 1);
+    longkey[sizeof longkey - 1] = '\0';
+    assert_error_names(PARSE("--api-key", longkey), "--api-key", NULL);
+    assert_error_names(PARSE("--max-seq-len", "0"), "--max-seq-len", "0");
+    ck_assert_int_eq(PARSE("--help"), SRV_CLI_EXIT);
+    ck_assert_msg(strstr(out, "--api-key") && strstr(out, "ATTN_MAX_CONCURRENT") &&
+                      strstr(out, "--access-log"),
+                  "--help lacks the operations flags");
+}
+END_TEST
+
 START_TEST(help_wins_over_later_flags_but_not_earlier_errors)
 {
     ck_assert_int_eq(PARSE("--help", "--bogus"), SRV_CLI_EXIT);
@@ -382,6 +421,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, unknown_flags_and_arguments_rejected);
     tcase_add_test(tc, help_lists_every_flag_env_and_default);
     tcase_add_test(tc, help_wins_over_later_flags_but_not_earlier_errors);
+    tcase_add_test(tc, operations_flags_and_their_env);
     tcase_add_test(tc, help_fits_a_small_buffer);
     tcase_add_test(tc, version_names_server_and_blas);
     suite_add_tcase(s, tc);

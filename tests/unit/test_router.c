@@ -16,14 +16,17 @@
 extern const srv_route test_routes[];
 extern const size_t test_n_routes;
 void test_dispatch(srv_app *app, srv_request *req, srv_response *res);
+int test_route_index(const char *method, const char *path);
 
 #define srv_routes test_routes
 #define srv_n_routes test_n_routes
 #define srv_dispatch test_dispatch
+#define srv_route_index test_route_index
 #include "router.c"
 #undef srv_routes
 #undef srv_n_routes
 #undef srv_dispatch
+#undef srv_route_index
 
 static srv_app app;
 
@@ -343,7 +346,7 @@ START_TEST(route_table_is_complete)
         {"GET", "/healthz"},      {"GET", "/readyz"},        {"GET", "/v1/info"},
         {"GET", "/openapi.yaml"}, {"POST", "/v1/attention"}, {"POST", "/v1/multihead_attention"},
         {"POST", "/v1/positional_encoding"}, {"POST", "/v1/transformer/encoder"},
-        {"POST", "/v1/transformer/decoder"}, {"POST", "/v1/render"},
+        {"POST", "/v1/transformer/decoder"}, {"POST", "/v1/render"}, {"GET", "/metrics"},
     };
     const size_t n_want = sizeof want / sizeof want[0];
 
