@@ -25,9 +25,12 @@ static unsigned drain_wait(srv_http *h, unsigned drain_s)
     return srv_http_in_flight(h);
 }
 
+/* Static, not on main's stack: when the drain gives up on a request, its
+ * thread still uses the app while the process exits. */
+static srv_app app;
+
 int main(int argc, char **argv)
 {
-    srv_app app;
     srv_http *h;
     char out[8192], err[512];
     sigset_t stop_set;

@@ -372,6 +372,6 @@ bool srv_config_load_api_key(srv_config *c, char *err, size_t err_len)
                  "characters)", c->api_key_file, sizeof c->api_key - 1);
         return false;
     }
-    snprintf(c->api_key, sizeof c->api_key, "%s", start);
+    memcpy(c->api_key, start, strlen(start) + 1); /* fits: checked above */
     return true;
 }
