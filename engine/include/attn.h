@@ -43,6 +43,8 @@ typedef enum attn_status {
     ATTN_ERR_SHAPE = -3,       /* tensor dimensions do not agree */
     ATTN_ERR_UNSUPPORTED = -4, /* a valid combination this engine does not do */
     ATTN_ERR_OVERFLOW = -5,    /* a size computation would overflow size_t */
+    ATTN_ERR_IO = -6,          /* a file could not be opened, read or mapped (attn_model.h) */
+    ATTN_ERR_FORMAT = -7,      /* a file's contents are malformed (attn_model.h) */
 } attn_status;
 
 /* Returns a static, human-readable string for s ("unknown status" if unknown). */

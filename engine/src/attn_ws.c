@@ -208,6 +208,10 @@ const char *attn_status_str(attn_status s)
         return "not supported";
     case ATTN_ERR_OVERFLOW:
         return "size overflows";
+    case ATTN_ERR_IO:
+        return "file could not be read";
+    case ATTN_ERR_FORMAT:
+        return "malformed file";
     }
     return "unknown status";
 }
