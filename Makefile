@@ -4,6 +4,8 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 ARGS       ?=
+# pretrained models `make run` serves (NAME=DIR, space-separated; MODELS= for none)
+MODELS     ?= demo-gpt2=tests/data/models/demo-gpt2
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 BENCH_ARGS ?=
@@ -13,16 +15,19 @@ LOAD_SECONDS ?= 60
 LOAD_CONNECTIONS ?= 64
 
 .PHONY: all deps build run test test-release test-asan test-fuzz test-load bench fuzz loadtest clean help
+.PHONY: test-container
 
 all: build
 
 help:
 	@echo "make run   [ARGS='--port 9000']  install missing packages, build (Release), start on 127.0.0.1:8080"
+	@echo "           [MODELS='a=dir b=dir']  with these models (default: the demo GPT-2; MODELS= for none)"
 	@echo "make test                        the same set-up, then every test (Release and ASan+UBSan builds)"
 	@echo "make test-release / test-asan    one of the two test builds (test-fuzz: 10 s per fuzz target)"
 	@echo "make fuzz  [FUZZ_SECONDS=60]     every libFuzzer target (clang, ASan+UBSan) for that long, with figures"
 	@echo "make loadtest [LOAD_SECONDS=60 LOAD_CONNECTIONS=64]  wrk: mixed valid/invalid/oversize requests"
-	@echo "make bench [BENCH_ARGS='--only \"softmax dense\"']  Release build, then the engine benchmark table"
+	@echo "make bench [BENCH_ARGS='--only \"softmax dense\"']  Release build, then the benchmark table (engine, PyTorch, wrk)"
+	@echo "make test-container              build the Docker image and check it running (docker, else podman)"
 	@echo "make clean                       remove build folders"
 
 deps:
@@ -35,7 +40,7 @@ build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
 run: build
-	./$(BUILD)/attention-server $(ARGS)
+	./$(BUILD)/attention-server $(addprefix --model ,$(MODELS)) $(ARGS)
 
 test: test-release test-asan test-fuzz test-load
 
@@ -63,9 +68,15 @@ loadtest: build
 test-load: build
 	tests/load/run.sh $(BUILD)/attention-server 5 16
 
-bench: deps $(BUILD)/CMakeCache.txt
+bench: $(BUILD)/CMakeCache.txt
+	@./docker/install-deps.sh bench
 	cmake --build $(BUILD) -j $(JOBS) --target attn_bench
 	./$(BUILD)/attn_bench $(BENCH_ARGS)
+
+# docker/test-container.sh: build docker/Dockerfile, run it, check readiness, a computation,
+# a model, the health check and the stop on SIGTERM; prints the image size.
+test-container:
+	sh docker/test-container.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -8,6 +8,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "cors.h"
+#include "models.h"
 #include "srv.h"
 
 #define CFG_DEFAULT_HOST "127.0.0.1"
@@ -62,7 +64,9 @@ typedef enum cfg_kind {
     CFG_KIND_INT,  /* int in [lo, hi] */
     CFG_KIND_SIZE, /* size_t > 0 with optional K/M/G suffix */
     CFG_KIND_BOOL,
-    CFG_KIND_STRING, /* text up to hi - 1 bytes (hi = the field's size) */
+    CFG_KIND_STRING,  /* text up to hi - 1 bytes (hi = the field's size) */
+    CFG_KIND_ORIGINS, /* comma-separated origins appended to a list of hi bytes (cors.h) */
+    CFG_KIND_MODELS,  /* comma-separated NAME=DIR appended to a list of hi bytes (models.h) */
     CFG_KIND_HELP,
     CFG_KIND_VERSION,
 } cfg_kind;
@@ -119,6 +123,14 @@ static const cfg_opt cfg_opts[] = {
      "read the API key from the first line of FILE"},
     {"access-log", "ATTN_ACCESS_LOG", CFG_KIND_BOOL, 0, 0, offsetof(srv_config, access_log), NULL,
      "one JSON line per request on stderr"},
+    {"cors-origin", "ATTN_CORS_ORIGIN", CFG_KIND_ORIGINS, 0,
+     sizeof(((srv_config *)0)->cors_origins), offsetof(srv_config, cors_origins), "ORIGIN",
+     "let pages of ORIGIN (scheme://host[:port], or *) call the API; repeatable or "
+     "comma-separated"},
+    {"model", "ATTN_MODELS", CFG_KIND_MODELS, 0, sizeof(((srv_config *)0)->models),
+     offsetof(srv_config, models), "NAME=DIR",
+     "serve the HuggingFace model folder DIR as NAME (bert, gpt2, vit, bart); repeatable or "
+     "comma-separated; a model that fails to load stops the start (exit status 3)"},
     {"help", NULL, CFG_KIND_HELP, 0, 0, 0, NULL, "print this help and exit"},
     {"version", NULL, CFG_KIND_VERSION, 0, 0, 0, NULL,
      "print version and BLAS configuration, exit"},
@@ -224,6 +236,55 @@ static bool cfg_parse_host(const char *s, char *out, size_t out_len)
     return true;
 }
 
+/* Appends the comma-separated origins of v (spaces around each ignored,
+ * duplicates kept once) to the list in field (size bytes, "a,b"). */
+static bool cfg_apply_origins(char *field, size_t size, const char *name, const char *v, char *err,
+                              size_t err_len)
+{
+    const char *p = v;
+    char why[320];
+
+    for (;;) {
+        const size_t n = strcspn(p, ",");
+        const char *const next = p + n; /* the comma or the end */
+        const char *e = next;
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if (e == p) {
+            snprintf(err, err_len,
+                     "%s: empty origin in '%.64s' (expected scheme://host[:port] or *)", name, v);
+            return false;
+        }
+        if (!srv_cors_origin_valid(p, (size_t)(e - p), why, sizeof why)) {
+            snprintf(err, err_len, "%s: %s", name, why);
+            return false;
+        }
+        char one[SRV_CORS_MAX_ORIGIN + 1];
+        snprintf(one, sizeof one, "%.*s", (int)(e - p), p);
+        bool have = false;
+        for (const char *q = field; *q != '\0' && !have;) {
+            size_t m = strcspn(q, ",");
+            have = m == strlen(one) && strncasecmp(q, one, m) == 0;
+            q += m;
+            q += *q == ',';
+        }
+        size_t used = strlen(field);
+        if (!have) {
+            if (used + (used > 0) + strlen(one) + 1 > size) {
+                snprintf(err, err_len, "%s: the origins take more than %zu characters", name,
+                         size - 1);
+                return false;
+            }
+            snprintf(field + used, size - used, "%s%s", used > 0 ? "," : "", one);
+        }
+        if (*next == '\0')
+            return true;
+        p = next + 1;
+    }
+}
+
 /* Applies one value to c; on error writes one line into err. `name` is how
  * the user gave it ("--port" or "ATTN_PORT"). */
 static bool cfg_apply(srv_config *c, const cfg_opt *o, const char *name, const char *v, char *err,
@@ -285,6 +346,10 @@ static bool cfg_apply(srv_config *c, const cfg_opt *o, const char *name, const c
         }
         snprintf(err, err_len, "%s: longer than %llu characters", name, o->hi - 1);
         return false;
+    case CFG_KIND_ORIGINS:
+        return cfg_apply_origins(field, (size_t)o->hi, name, v, err, err_len);
+    case CFG_KIND_MODELS:
+        return srv_model_specs_add(field, (size_t)o->hi, name, v, err, err_len);
     case CFG_KIND_HELP:
     case CFG_KIND_VERSION:
         break;
@@ -326,6 +391,12 @@ static void cfg_default_text(const cfg_opt *o, const srv_config *d, char *out, s
         break;
     case CFG_KIND_STRING:
         snprintf(out, out_len, "%s", field[0] ? "set" : "none");
+        break;
+    case CFG_KIND_ORIGINS:
+        snprintf(out, out_len, "%.60s", field[0] ? field : "none");
+        break;
+    case CFG_KIND_MODELS:
+        snprintf(out, out_len, "none");
         break;
     case CFG_KIND_HELP:
     case CFG_KIND_VERSION:
@@ -405,6 +476,8 @@ srv_cli_action srv_config_parse(srv_config *c, int argc, char **argv,
             return SRV_CLI_ERROR;
     }
 
+    bool origins_from_flags = false;
+    bool models_from_flags = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *eq, *val;
@@ -446,6 +519,16 @@ srv_cli_action srv_config_parse(srv_config *c, int argc, char **argv,
         } else {
             snprintf(err, err_len, "%s: missing value", name);
             return SRV_CLI_ERROR;
+        }
+        if (o->kind == CFG_KIND_ORIGINS && !origins_from_flags) {
+            /* list flags add up, but the first one replaces the environment's list */
+            ((char *)c + o->offset)[0] = '\0';
+            origins_from_flags = true;
+        }
+        if (o->kind == CFG_KIND_MODELS && !models_from_flags) {
+            /* as origins: --model flags replace ATTN_MODELS, then add up */
+            ((char *)c + o->offset)[0] = '\0';
+            models_from_flags = true;
         }
         if (!cfg_apply(c, o, name, val, err, err_len))
             return SRV_CLI_ERROR;

@@ -1,4 +1,4 @@
-# embed.cmake - turns a file into a C array (used for api/openapi.yaml and page assets).
+# embed.cmake - turns a file into a C array (api/openapi.yaml; the page uses embed_assets.cmake).
 # cmake -DIN=file -DOUT=file.c -DSYM=name -P embed.cmake
 file(READ ${IN} hex HEX)
 string(LENGTH "${hex}" hexlen)

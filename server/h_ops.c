@@ -1,9 +1,11 @@
 /* h_ops.c - operations routes: /healthz, /readyz, /v1/info, /openapi.yaml. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
+#include "models.h"
 #include "ops.h"
 #include "srv.h"
 
@@ -49,7 +51,14 @@ void srv_h_readyz(srv_app *app, const srv_request *req, srv_response *res)
         srv_response_text(res, 200, "application/json", "{\"status\":\"ready\"}");
         return;
     }
-    srv_err_set(&e, 503, SRV_CODE_UNAVAILABLE, "", "%s", app->draining ? "draining" : "not ready");
+    char loading[SRV_MODEL_NAME_MAX] = "";
+    if (!app->draining)
+        srv_models_loading(app->models, loading, sizeof loading);
+    if (loading[0])
+        srv_err_set(&e, 503, SRV_CODE_UNAVAILABLE, "", "not ready: loading model '%s'", loading);
+    else
+        srv_err_set(&e, 503, SRV_CODE_UNAVAILABLE, "", "%s",
+                    app->draining ? "draining" : "not ready");
     srv_respond_error(res, &e);
 }
 
@@ -71,6 +80,27 @@ static bool info_add_endpoints(cJSON *root)
             return false;
     }
     return true;
+}
+
+/* "cors_origins": the --cors-origin list ("a,b") as an array; false on out-of-memory. */
+static bool info_add_origins(cJSON *server, const char *list)
+{
+    cJSON *arr = cJSON_AddArrayToObject(server, "cors_origins");
+
+    for (const char *p = list; arr != NULL && *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        char one[256];
+        cJSON *item;
+
+        snprintf(one, sizeof one, "%.*s", (int)n, p);
+        item = cJSON_CreateString(one);
+        if (item == NULL)
+            return false;
+        cJSON_AddItemToArray(arr, item);
+        p += n;
+        p += *p == ',';
+    }
+    return arr != NULL;
 }
 
 /* Seconds since start, to the millisecond (whole ms print short). */
@@ -106,14 +136,15 @@ static cJSON *info_build(const srv_app *app)
          cJSON_AddStringToObject(server, "host", c->host) != NULL &&
          cJSON_AddNumberToObject(server, "port", app->bound_port ? app->bound_port : c->port) !=
              NULL &&
-         cJSON_AddNumberToObject(server, "uptime_s", info_uptime_s(app)) != NULL;
+         cJSON_AddNumberToObject(server, "uptime_s", info_uptime_s(app)) != NULL &&
+         info_add_origins(server, c->cors_origins);
     limits = ok ? cJSON_AddObjectToObject(root, "limits") : NULL;
     ok = ok &&
          cJSON_AddNumberToObject(limits, "max_body_bytes", (double)c->max_body_bytes) != NULL &&
          cJSON_AddNumberToObject(limits, "max_elements", (double)c->max_elements) != NULL &&
          cJSON_AddNumberToObject(limits, "timeout_s", c->timeout_s) != NULL &&
          cJSON_AddNumberToObject(limits, "drain_timeout_s", c->drain_s) != NULL;
-    ok = ok && info_add_endpoints(root) && cJSON_AddArrayToObject(root, "models") != NULL;
+    ok = ok && info_add_endpoints(root) && srv_models_info_add(app->models, root);
     if (!ok) {
         cJSON_Delete(root);
         return NULL;

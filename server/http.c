@@ -12,6 +12,7 @@
 
 #include <microhttpd.h>
 
+#include "cors.h"
 #include "ops.h"
 #include "srv.h"
 
@@ -115,6 +116,30 @@ static const char *http_status_code(int status)
     }
 }
 
+/* Answers made here (413, out of memory) never pass the router: they get
+ * the CORS headers too, so a page of an allowed origin can read why. For
+ * the router's answers this repeats what it added (idempotent). */
+static void http_cors(srv_http *h, struct MHD_Connection *conn, const http_req *r,
+                      srv_response *res)
+{
+    srv_kv hdr[2];
+    srv_request req;
+    size_t n = 0;
+    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    const char *acrm =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Access-Control-Request-Method");
+
+    if (origin != NULL)
+        hdr[n++] = (srv_kv){"Origin", origin};
+    if (acrm != NULL)
+        hdr[n++] = (srv_kv){"Access-Control-Request-Method", acrm};
+    memset(&req, 0, sizeof req);
+    req.method = r ? r->method : NULL;
+    req.headers = hdr;
+    req.n_headers = n;
+    srv_cors_apply(&h->app->config, &req, res);
+}
+
 /*
  * Sends res (taking its body). close forces "Connection: close", used after
  * a discarded body and while draining so clients move to another server.
@@ -162,6 +187,8 @@ static enum MHD_Result http_send(srv_http *h, struct MHD_Connection *conn, http_
         snprintf(res->content_type, sizeof res->content_type, "application/json");
     }
 
+    if (h->app->config.cors_origins[0] != '\0')
+        http_cors(h, conn, r, res);
     if (res->content_type[0] != '\0')
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, res->content_type);
     for (size_t i = 0; i < res->n_headers && i < SRV_MAX_HEADERS; i++)

@@ -1,6 +1,7 @@
 /* json.c - JSON in (tensors, options; JSON-Pointer errors), base64, and the streaming writer. */
 #include <float.h>
 #include <limits.h>
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,6 +250,294 @@ static bool nesting_exceeded(const char *s, size_t end)
     return false;
 }
 
+/*
+ * A fast path in front of cJSON's parser. cJSON reads every number with
+ * strtod (and localeconv), which was most of the time of a request with a
+ * few thousand numbers; this reader builds the same cJSON tree (the same
+ * public constructors, so cJSON_Delete and every reader work unchanged) for
+ * plain RFC 8259 text: numbers by Clinger's exact fast path (a mantissa below
+ * 2^53 times or divided by an exact power of ten up to 10^22 is correctly
+ * rounded, as strtod is), strtod only beyond that. Anything else (escapes or
+ * control characters in strings, numbers outside the grammar, nesting at
+ * cJSON's limit, any error at all) makes it give up, and cJSON parses the
+ * text as before, so what is accepted and every error message stay cJSON's.
+ */
+typedef struct fast_parse {
+    char *s;         /* the NUL-terminated copy of the body; strings are cut in place */
+    const char *end; /* s + len */
+    int depth;
+} fast_parse;
+
+static const double fp_pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                    1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static void fp_ws(fast_parse *p)
+{
+    while (p->s < p->end && is_json_ws(*p->s)) {
+        p->s++;
+    }
+}
+
+static bool fp_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static cJSON *fp_number(fast_parse *p)
+{
+    char *start = p->s, *c = p->s;
+    bool neg = false;
+    uint64_t mant = 0;
+    int digits = 0, exp10 = 0;
+    if (*c == '-') {
+        neg = true;
+        c++;
+    }
+    if (!fp_digit(*c)) {
+        return NULL;
+    }
+    if (*c == '0') {
+        c++;
+    } else {
+        for (; fp_digit(*c); c++) {
+            if (digits < 19) {
+                mant = mant * 10 + (uint64_t)(*c - '0');
+                if (mant != 0) {
+                    digits++;
+                }
+            } else {
+                exp10++;
+                digits++;
+            }
+        }
+    }
+    if (*c == '.') {
+        c++;
+        if (!fp_digit(*c)) {
+            return NULL;
+        }
+        for (; fp_digit(*c); c++) {
+            if (digits < 19) {
+                mant = mant * 10 + (uint64_t)(*c - '0');
+                exp10--;
+                if (mant != 0) {
+                    digits++;
+                }
+            } else {
+                digits++;
+            }
+        }
+    }
+    if (*c == 'e' || *c == 'E') {
+        c++;
+        bool eneg = false;
+        int e = 0;
+        if (*c == '+' || *c == '-') {
+            eneg = *c == '-';
+            c++;
+        }
+        if (!fp_digit(*c)) {
+            return NULL;
+        }
+        for (; fp_digit(*c); c++) {
+            if (e < 100000) {
+                e = e * 10 + (*c - '0');
+            }
+        }
+        exp10 += eneg ? -e : e;
+    }
+    double v;
+    if (digits <= 19 && mant <= ((uint64_t)1 << 53) && exp10 >= -22 && exp10 <= 22) {
+        v = (double)mant;
+        v = exp10 < 0 ? v / fp_pow10[-exp10] : v * fp_pow10[exp10];
+        v = neg ? -v : v;
+    } else {
+        /* strtod on the token alone: cut the text after it for the call */
+        const char saved = *c;
+        *c = '\0';
+        v = strtod(start, NULL);
+        *c = saved;
+    }
+    p->s = c;
+    return cJSON_CreateNumber(v);
+}
+
+/* The string starting at the quote p->s: cut in place, handed to make (cJSON
+ * copies it), restored. NULL for escapes and control characters. */
+static bool fp_string_span(fast_parse *p, char **start, char **close)
+{
+    char *c = p->s + 1;
+    while (c < p->end && *c != '"') {
+        if (*c == '\\' || (unsigned char)*c < 0x20) {
+            return false;
+        }
+        c++;
+    }
+    if (c >= p->end) {
+        return false;
+    }
+    *start = p->s + 1;
+    *close = c;
+    p->s = c + 1;
+    return true;
+}
+
+static cJSON *fp_value(fast_parse *p);
+
+static cJSON *fp_array(fast_parse *p)
+{
+    cJSON *arr = cJSON_CreateArray();
+    if (arr == NULL) {
+        return NULL;
+    }
+    p->s++;
+    fp_ws(p);
+    if (p->s < p->end && *p->s == ']') {
+        p->s++;
+        return arr;
+    }
+    for (;;) {
+        cJSON *it = fp_value(p);
+        if (it == NULL || !cJSON_AddItemToArray(arr, it)) {
+            cJSON_Delete(it);
+            cJSON_Delete(arr);
+            return NULL;
+        }
+        fp_ws(p);
+        if (p->s < p->end && *p->s == ',') {
+            p->s++;
+            fp_ws(p);
+            continue;
+        }
+        if (p->s < p->end && *p->s == ']') {
+            p->s++;
+            return arr;
+        }
+        cJSON_Delete(arr);
+        return NULL;
+    }
+}
+
+static cJSON *fp_object(fast_parse *p)
+{
+    cJSON *obj = cJSON_CreateObject();
+    if (obj == NULL) {
+        return NULL;
+    }
+    p->s++;
+    fp_ws(p);
+    if (p->s < p->end && *p->s == '}') {
+        p->s++;
+        return obj;
+    }
+    for (;;) {
+        char *key, *close;
+        if (p->s >= p->end || *p->s != '"' || !fp_string_span(p, &key, &close)) {
+            break;
+        }
+        fp_ws(p);
+        if (p->s >= p->end || *p->s != ':') {
+            break;
+        }
+        p->s++;
+        fp_ws(p);
+        cJSON *it = fp_value(p);
+        if (it == NULL) {
+            break;
+        }
+        /* the key is cut in place only now: the value's text lies after it */
+        *close = '\0';
+        const bool added = cJSON_AddItemToObject(obj, key, it);
+        *close = '"';
+        if (!added) {
+            cJSON_Delete(it);
+            break;
+        }
+        fp_ws(p);
+        if (p->s < p->end && *p->s == ',') {
+            p->s++;
+            fp_ws(p);
+            continue;
+        }
+        if (p->s < p->end && *p->s == '}') {
+            p->s++;
+            return obj;
+        }
+        break;
+    }
+    cJSON_Delete(obj);
+    return NULL;
+}
+
+static cJSON *fp_value(fast_parse *p)
+{
+    if (p->s >= p->end) {
+        return NULL;
+    }
+    switch (*p->s) {
+    case '{':
+    case '[': {
+        if (++p->depth >= CJSON_NESTING_LIMIT) {
+            return NULL;
+        }
+        cJSON *it = *p->s == '{' ? fp_object(p) : fp_array(p);
+        p->depth--;
+        return it;
+    }
+    case '"': {
+        char *start, *close;
+        if (!fp_string_span(p, &start, &close)) {
+            return NULL;
+        }
+        *close = '\0';
+        cJSON *it = cJSON_CreateString(start);
+        *close = '"';
+        return it;
+    }
+    case 't':
+        if (p->end - p->s >= 4 && memcmp(p->s, "true", 4) == 0) {
+            p->s += 4;
+            return cJSON_CreateTrue();
+        }
+        return NULL;
+    case 'f':
+        if (p->end - p->s >= 5 && memcmp(p->s, "false", 5) == 0) {
+            p->s += 5;
+            return cJSON_CreateFalse();
+        }
+        return NULL;
+    case 'n':
+        if (p->end - p->s >= 4 && memcmp(p->s, "null", 4) == 0) {
+            p->s += 4;
+            return cJSON_CreateNull();
+        }
+        return NULL;
+    default:
+        return fp_number(p);
+    }
+}
+
+/* The whole text (copy [len], NUL-terminated) as one value and nothing else
+ * but whitespace, or NULL: then cJSON decides. */
+static cJSON *fast_parse_text(char *copy, size_t len)
+{
+    const struct lconv *lc = localeconv();
+    if (lc == NULL || lc->decimal_point == NULL || strcmp(lc->decimal_point, ".") != 0) {
+        return NULL; /* strtod would not read '.' */
+    }
+    fast_parse p = {copy, copy + len, 0};
+    fp_ws(&p);
+    cJSON *root = fp_value(&p);
+    fp_ws(&p);
+    if (root != NULL && p.s != p.end) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
 cJSON *srv_json_parse_object(const char *body, size_t len, srv_err *e)
 {
     size_t start = 0;
@@ -277,8 +566,19 @@ cJSON *srv_json_parse_object(const char *body, size_t len, srv_err *e)
     memcpy(copy, body, len);
     copy[len] = '\0';
 
+    cJSON *root = fast_parse_text(copy, len);
+    if (root != NULL) {
+        free(copy);
+        if (!cJSON_IsObject(root)) {
+            srv_err_set(e, 400, SRV_CODE_INVALID, "",
+                        "the request body must be a JSON object, got %s", type_name(root));
+            cJSON_Delete(root);
+            return NULL;
+        }
+        return root;
+    }
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(copy, len + 1, &end, false);
+    root = cJSON_ParseWithLengthOpts(copy, len + 1, &end, false);
     size_t at = end != NULL && end >= copy ? (size_t)(end - copy) : 0;
     if (at > len) {
         at = len;
@@ -1265,23 +1565,26 @@ static size_t format_float_fast(float f, int precision, char *out)
     }
     bool neg = (bits >> 31) != 0;
     double x = fabs((double)f);
-    /* x in [2^(be-127), 2^(be-126)): the estimate is the decimal exponent or one less. */
-    int e10 = (int)floor((be - 127) * 0.30102999566398120);
-    while (x >= p10(e10 + 1)) {
+    /* x in [2^e2, 2^(e2+1)) with e2 = be - 127: the decimal exponent is
+     * floor(e2 log10 2) or one more (78913 / 2^18 = log10 2 to 6 digits, exact
+     * for |e2| < 1650; integer arithmetic, no libm call on the hot path). */
+    const int e2 = be - 127;
+    int e10 = e2 >= 0 ? (e2 * 78913) >> 18 : -((-e2 * 78913 + (1 << 18) - 1) >> 18);
+    if (x >= p10(e10 + 1)) {
         e10++;
     }
-    while (x < p10(e10)) {
-        e10--;
-    }
-    /* Half the gaps to the neighbouring floats; the lower gap halves at a power of two. */
-    double h_hi = ldexp(1.0, be - 151);
+    /* Half the gaps to the neighbouring floats, 2^(be - 151), built from its
+     * bits; the lower gap halves at a power of two. */
+    const uint64_t hb = (uint64_t)(be - 151 + 1023) << 52;
+    double h_hi;
+    memcpy(&h_hi, &hb, sizeof h_hi);
     double h_lo = (mant == 0 && be > 1) ? h_hi / 2 : h_hi;
 
     int p_lo = precision > 0 ? precision : 6;
     int p_hi = precision > 0 ? precision : 9;
     for (int p = p_lo; p <= p_hi; p++) {
         double s = x * p10(p - 1 - e10);
-        double fl = floor(s);
+        double fl = (double)(uint64_t)s; /* floor: s is positive and below 2^63 */
         double fr = s - fl;
         if (fabs(fr - 0.5) < 1e-6) {
             return 0;

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "healthcheck.h"
+#include "models.h"
 #include "ops.h"
 #include "srv.h"
 
@@ -29,16 +31,38 @@ static unsigned drain_wait(srv_http *h, unsigned drain_s)
  * thread still uses the app while the process exits. */
 static srv_app app;
 
+/* Waits for the models while watching for a stop signal: 1 when all are
+ * loaded, -1 when one failed (err says which and why), 0 when *sig stopped
+ * the wait. */
+static int wait_for_models(const sigset_t *stop_set, int *sig, char *err, size_t err_len)
+{
+    const struct timespec tick = {0, 20 * 1000 * 1000};
+
+    for (;;) {
+        int got = srv_models_poll(app.models, err, err_len);
+        if (got != 0)
+            return got;
+        int s = sigtimedwait(stop_set, NULL, &tick);
+        if (s > 0) {
+            *sig = s;
+            return 0;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     srv_http *h;
-    char out[8192], err[512];
+    char out[8192], err[1536];
     sigset_t stop_set;
     struct sigaction ign;
     int sig = 0;
     unsigned cut;
     bool v6;
 
+    /* The container probe: a GET against a running server, then exit (healthcheck.h). */
+    if (argc >= 2 && srv_healthcheck_is_flag(argv[1]))
+        return srv_healthcheck_main(argc, argv, NULL);
     memset(&app, 0, sizeof app);
     srv_config_defaults(&app.config);
     switch (srv_config_parse(&app.config, argc, argv, NULL, out, sizeof out, err, sizeof err)) {
@@ -60,7 +84,8 @@ int main(int argc, char **argv)
         app.config.max_concurrent = app.config.threads;
     app.metrics = srv_metrics_create(srv_n_routes);
     app.limiter = srv_limiter_create(app.config.max_concurrent);
-    if (app.metrics == NULL || app.limiter == NULL) {
+    app.models = srv_models_create(app.config.models);
+    if (app.metrics == NULL || app.limiter == NULL || app.models == NULL) {
         fprintf(stderr, "attention-server: out of memory\n");
         return 1;
     }
@@ -85,7 +110,14 @@ int main(int argc, char **argv)
         return 1;
     }
     srv_metrics_set_in_flight_source(app.metrics, in_flight_of, h);
-    app.ready = 1;
+    /* Models load after the listener is up: /healthz answers at once and
+     * /readyz says which model it waits for. */
+    if (!srv_models_start(app.models, err, sizeof err)) {
+        fprintf(stderr, "attention-server: %s\n", err);
+        srv_http_stop(h);
+        return 1;
+    }
+    app.ready = srv_models_count(app.models) == 0;
     v6 = strchr(app.config.host, ':') != NULL;
     if (!app.config.quiet) {
         printf("attention-server %s listening on http://%s%s%s:%u\n", SRV_VERSION, v6 ? "[" : "",
@@ -93,7 +125,28 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
 
-    while (sigwait(&stop_set, &sig) != 0)
+    if (!app.ready) {
+        switch (wait_for_models(&stop_set, &sig, err, sizeof err)) {
+        case 1:
+            app.ready = 1;
+            if (!app.config.quiet)
+                fprintf(stderr, "attention-server: %zu model%s loaded, ready\n",
+                        srv_models_count(app.models), srv_models_count(app.models) == 1 ? "" : "s");
+            break;
+        case -1:
+            /* refuse to start: serving without a model asked for would only move the failure
+             * to the clients */
+            fprintf(stderr, "attention-server: %s\n", err);
+            srv_http_stop(h);
+            srv_models_free(app.models);
+            srv_metrics_free(app.metrics);
+            srv_limiter_free(app.limiter);
+            return 3;
+        default: /* a stop signal while loading */
+            break;
+        }
+    }
+    while (sig == 0 && sigwait(&stop_set, &sig) != 0)
         ;
 
     /* Readiness goes first so load balancers stop routing here, then the
@@ -107,6 +160,7 @@ int main(int argc, char **argv)
      * and takes them along. */
     if (cut == 0) {
         srv_http_stop(h);
+        srv_models_free(app.models);
         srv_metrics_free(app.metrics);
         srv_limiter_free(app.limiter);
     }

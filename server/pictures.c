@@ -316,6 +316,7 @@ typedef struct section {
     stack s;
     srv_view v;
     const char **rows, **cols;
+    size_t *layer_ids, *head_ids;
 } section;
 
 static void sections_free(section *sec, size_t n)
@@ -324,7 +325,25 @@ static void sections_free(section *sec, size_t n)
         stack_free(&sec[i].s);
         free(sec[i].rows);
         free(sec[i].cols);
+        free(sec[i].layer_ids);
+        free(sec[i].head_ids);
     }
+}
+
+/* A list of want numbers >= 0 (meta "layers" / "heads"), or NULL. */
+static size_t *ids_of(const cJSON *list, size_t want)
+{
+    if (!cJSON_IsArray(list) || (size_t)cJSON_GetArraySize(list) != want || want == 0)
+        return NULL;
+    size_t *out = malloc(want * sizeof *out), i = 0;
+    for (const cJSON *x = list->child; out && x; x = x->next, i++) {
+        if (!cJSON_IsNumber(x) || x->valuedouble < 0) {
+            free(out);
+            return NULL;
+        }
+        out[i] = (size_t)x->valuedouble;
+    }
+    return out;
 }
 
 /* Reads every stack of the answer into sec (up to 9); returns how many. */
@@ -344,14 +363,26 @@ static size_t sections_read(const cJSON *root, section *sec)
             stack_free(&x->s);
             continue;
         }
-        x->rows = labels_of(root, "tokens", x->v.n);
+        /* an encoder-decoder answer (/v1/models) labels decoder rows with decoder_tokens
+         * and the encoder's keys with tokens */
+        const bool dec_rows = member(root, "decoder_tokens") &&
+                              (strcmp(x->key, "decoder_attentions") == 0 ||
+                               strcmp(x->key, "cross_attentions") == 0);
+        x->rows = labels_of(root, dec_rows ? "decoder_tokens" : "tokens", x->v.n);
         x->cols = labels_of(root, "key_tokens", x->v.m);
         if (!x->cols && strcmp(x->key, "cross_attentions") == 0)
-            x->cols = labels_of(root, "memory_tokens", x->v.m);
+            x->cols = labels_of(root, dec_rows ? "tokens" : "memory_tokens", x->v.m);
+        if (!x->cols && dec_rows && strcmp(x->key, "decoder_attentions") == 0)
+            x->cols = labels_of(root, "decoder_tokens", x->v.m);
         if (!x->cols && !member(root, "key_tokens") && strcmp(x->key, "cross_attentions") != 0)
             x->cols = labels_of(root, "tokens", x->v.m);
         x->v.row_labels = x->rows;
         x->v.col_labels = x->cols;
+        /* a model's answer names the layers and heads it selected */
+        x->layer_ids = ids_of(member(meta, "layers"), x->v.layers);
+        x->head_ids = ids_of(member(meta, "heads"), x->v.heads);
+        x->v.layer_ids = x->layer_ids;
+        x->v.head_ids = x->head_ids;
         k++;
     }
     return k;

@@ -105,14 +105,26 @@ static size_t shown(size_t count, size_t max, size_t *idx)
     return k;
 }
 
+/* The numbers panel (l, h) shows: the selection's, else its indices. */
+static size_t layer_no(const srv_view *v, size_t l)
+{
+    return v->layer_ids ? v->layer_ids[l] : l;
+}
+
+static size_t head_no(const srv_view *v, size_t h)
+{
+    return v->head_ids ? v->head_ids[h] : h;
+}
+
 static void panel_title(const srv_view *v, size_t l, size_t h, srv_buf *b)
 {
     if (v->title)
         srv_buf_printf(b, "%s: ", v->title);
     if (v->show_layer)
-        srv_buf_printf(b, "%s %zu, head %zu", v->outer_name ? v->outer_name : "layer", l, h);
+        srv_buf_printf(b, "%s %zu, head %zu", v->outer_name ? v->outer_name : "layer",
+                       layer_no(v, l), head_no(v, h));
     else
-        srv_buf_printf(b, "head %zu", h);
+        srv_buf_printf(b, "head %zu", head_no(v, h));
 }
 
 bool srv_render_text(const srv_view *v, size_t width, size_t max_rows, size_t max_cols,
@@ -340,9 +352,9 @@ bool srv_render_svg(const srv_view *v, srv_buf *out)
                            y0 + 14);
             if (v->show_layer)
                 srv_buf_printf(out, "%s %zu, head %zu", v->outer_name ? v->outer_name : "layer",
-                               l, h);
+                               layer_no(v, l), head_no(v, h));
             else
-                srv_buf_printf(out, "head %zu", h);
+                srv_buf_printf(out, "head %zu", head_no(v, h));
             srv_buf_puts(out, "</text>\n");
             for (size_t i = 0; i < v->n; i += rstep) { /* row labels, right-aligned */
                 label(v->row_labels, i, lab, sizeof lab);

@@ -20,6 +20,9 @@ typedef struct srv_view {
     const char *title;             /* e.g. "weights"; NULL: none */
     bool show_layer;               /* name panels "layer l, head h" (else "head h") */
     const char *outer_name;        /* what the first dimension is: NULL = "layer" ("batch", ...) */
+    /* The layer and head numbers the panels show (a selection of a model's
+     * heads), [layers] and [heads], or NULL: 0, 1, ... */
+    const size_t *layer_ids, *head_ids;
     /* Colour scale; vmin >= vmax: from the data (min(0, smallest), largest). */
     float vmin, vmax;
 } srv_view;

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cors.h"
 #include "ops.h"
 #include "pictures.h"
 #include "srv.h"
@@ -89,8 +90,8 @@ static bool content_type_is_json(const char *ct)
 }
 
 /*
- * Preflight hook: CORS (a later issue) answers OPTIONS here with the
- * Access-Control-* headers; today OPTIONS only reports Allow.
+ * OPTIONS on a known path: 204 with Allow. A CORS preflight gets its
+ * Access-Control-* headers from srv_cors_apply, which reads this Allow.
  */
 static void options_respond(srv_app *app, const srv_request *req, srv_response *res,
                             const char *allow)
@@ -115,7 +116,8 @@ int srv_route_index(const char *method, const char *path)
     return any;
 }
 
-void srv_dispatch(srv_app *app, srv_request *req, srv_response *res)
+/* Everything but CORS, which srv_dispatch adds to whatever this answered. */
+static void dispatch_route(srv_app *app, srv_request *req, srv_response *res)
 {
     const char *method = req->method ? req->method : "";
     const char *path = req->path ? req->path : "";
@@ -202,4 +204,10 @@ void srv_dispatch(srv_app *app, srv_request *req, srv_response *res)
     res->route = route;
     if (hit->pictures) /* caches must key these answers on Accept too */
         srv_response_header(res, "Vary", "Accept");
+}
+
+void srv_dispatch(srv_app *app, srv_request *req, srv_response *res)
+{
+    dispatch_route(app, req, res);
+    srv_cors_apply(&app->config, req, res);
 }

@@ -41,6 +41,11 @@ typedef struct srv_config {
     char api_key[256];         /* --api-key / ATTN_API_KEY: Bearer token for /v1 and /v2 */
     char api_key_file[512];    /* --api-key-file / ATTN_API_KEY_FILE: the key, from a file */
     bool access_log;           /* --access-log / ATTN_ACCESS_LOG: JSON lines on stderr */
+    /* --cors-origin / ATTN_CORS_ORIGIN: origins whose pages may call the API, comma-separated
+     * ("*" = any); "" = no CORS headers (see cors.h) */
+    char cors_origins[1024];
+    /* --model NAME=DIR / ATTN_MODELS: pretrained models, one "NAME=DIR" per line (models.h) */
+    char models[4096];
 } srv_config;
 
 /* Fills c with the documented defaults. */
@@ -176,6 +181,7 @@ void srv_respond_error(srv_response *r, const srv_err *e);
 typedef struct srv_app srv_app;
 typedef struct srv_metrics srv_metrics;
 typedef struct srv_limiter srv_limiter;
+typedef struct srv_models srv_models;
 
 /* Process-wide state shared by all handlers (read-mostly). */
 struct srv_app {
@@ -186,6 +192,7 @@ struct srv_app {
     unsigned bound_port;   /* the port actually bound */
     srv_metrics *metrics;  /* request counters (NULL: not kept) */
     srv_limiter *limiter;  /* slots for computations (NULL: no limit) */
+    srv_models *models;    /* pretrained models (models.h; NULL: none) */
 };
 
 /* Monotonic milliseconds. */

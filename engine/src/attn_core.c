@@ -6,9 +6,125 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Queries per block: the score block is BLOCK_ROWS x m floats, so memory stays
- * O(m) per call while each sgemm is still large enough to run at full speed. */
+/* Queries per block of the sparse path (its tile is BLOCK_ROWS x width). */
 #define BLOCK_ROWS 64
+
+/* Dense path (weights, scores or Shaw terms asked for): blocks of rows whose
+ * score block is about DENSE_BLOCK_FLOATS floats (512 KiB, so it stays in L2
+ * between the sgemm that writes it, the softmax and the sgemm that reads it),
+ * at least DENSE_MIN_ROWS rows so each sgemm stays large, at most
+ * DENSE_MAX_ROWS. */
+#define DENSE_BLOCK_FLOATS 131072
+#define DENSE_MIN_ROWS 64
+#define DENSE_MAX_ROWS 1024
+
+/* Flash path (output only): key tiles of FLASH_COLS columns and row blocks of
+ * FLASH_MIN_ROWS..FLASH_MAX_ROWS rows, so the scratch is one tile, O(1) in n
+ * and m, whatever the sequence length. */
+#define FLASH_COLS 512
+#define FLASH_MIN_ROWS 64
+#define FLASH_MAX_ROWS 256
+
+/* ------------------------------------------------------------ vector kernels */
+
+/*
+ * The softmax's elementwise work (max, exp, sum, scale) is written as plain
+ * loops the compiler vectorises; on x86-64 with GCC each is also built for
+ * AVX2/FMA and AVX-512 and picked at load time (target_clones), since the
+ * build itself targets the x86-64 baseline (SSE2).
+ */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define ATTN_VEC __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define ATTN_VEC
+#endif
+
+/* Lanes of the reductions: wide enough for the compiler to keep them in vector registers. */
+#define VEC_LANES 16
+
+/*
+ * exp(x) for x <= 0 (softmax arguments after subtracting the maximum):
+ * Cody-Waite reduction x = n ln2 + r and Cephes' degree-5 polynomial for
+ * exp(r), within 1e-7 relative; exactly 0 below -87 (including -inf, the
+ * masked pairs). Branch-free (bit selects), so loops over it vectorise.
+ */
+static inline float vexp_neg(float x)
+{
+    const float lo = -87.0f;
+    uint32_t xb, lb, keep = 0u - (uint32_t)(x >= lo);
+    memcpy(&xb, &x, sizeof xb);
+    memcpy(&lb, &lo, sizeof lb);
+    xb = (xb & keep) | (lb & ~keep);
+    float xc;
+    memcpy(&xc, &xb, sizeof xc);
+    /* n = round(x / ln2) by the 1.5 * 2^23 trick: its low bits hold n + 2^22 */
+    const float t = xc * 1.44269504088896341f + 12582912.0f;
+    uint32_t tb;
+    memcpy(&tb, &t, sizeof tb);
+    const float nf = t - 12582912.0f;
+    float r = xc - nf * 0.693359375f;
+    r = r - nf * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    const uint32_t eb = (tb - 0x4B400000u + 127u) << 23; /* 2^n */
+    float sc;
+    memcpy(&sc, &eb, sizeof sc);
+    y *= sc;
+    uint32_t yb;
+    memcpy(&yb, &y, sizeof yb);
+    yb &= keep;
+    memcpy(&y, &yb, sizeof y);
+    return y;
+}
+
+/* Largest of x [n] (-INFINITY for n == 0). */
+ATTN_VEC static float vec_max(const float *restrict x, size_t n)
+{
+    float lane[VEC_LANES];
+    for (int l = 0; l < VEC_LANES; l++)
+        lane[l] = -INFINITY;
+    size_t i = 0;
+    for (; i + VEC_LANES <= n; i += VEC_LANES)
+        for (int l = 0; l < VEC_LANES; l++)
+            lane[l] = x[i + l] > lane[l] ? x[i + l] : lane[l];
+    float mx = -INFINITY;
+    for (; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    for (int l = 0; l < VEC_LANES; l++)
+        mx = lane[l] > mx ? lane[l] : mx;
+    return mx;
+}
+
+/* x[j] = exp(x[j] - mx) in place (mx finite, every x[j] <= mx); returns the
+ * sum, accumulated in double lanes. */
+ATTN_VEC static double vec_exp_sum(float *restrict x, size_t n, float mx)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = vexp_neg(x[i] - mx);
+    double lane[VEC_LANES] = {0};
+    size_t i = 0;
+    for (; i + VEC_LANES <= n; i += VEC_LANES)
+        for (int l = 0; l < VEC_LANES; l++)
+            lane[l] += x[i + l];
+    double sum = 0.0;
+    for (; i < n; i++)
+        sum += x[i];
+    for (int l = 0; l < VEC_LANES; l++)
+        sum += lane[l];
+    return sum;
+}
+
+/* x [n] *= a. */
+ATTN_VEC static void vec_scale(float *restrict x, size_t n, float a)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] *= a;
+}
 
 static const char *const score_names[] = {
     [ATTN_SCORE_SCALED_DOT] = "scaled_dot", [ATTN_SCORE_DOT] = "dot",
@@ -143,13 +259,51 @@ static size_t sparse_width(const attn__head *h)
     return w < m ? w : 0;
 }
 
+/*
+ * How a head runs: the sparse path (a bounded pattern, output only: gathered
+ * key columns), the flash path (output only: key tiles with a running max and
+ * sum, so no row of n or m floats is ever held), or the dense path (weights,
+ * scores, head averages or Shaw terms asked for: blocks of whole score rows).
+ */
+typedef struct head_plan {
+    size_t width; /* sparse: gathered columns per block (0: not sparse) */
+    bool flash;
+    size_t rows; /* queries per block */
+    size_t cols; /* flash: keys per tile; dense: m */
+} head_plan;
+
+static size_t clamp_size(size_t x, size_t lo, size_t hi)
+{
+    return x < lo ? lo : x > hi ? hi : x;
+}
+
+static head_plan head_plan_make(const attn__head *h)
+{
+    head_plan pl = {0};
+    pl.width = sparse_width(h);
+    if (pl.width) {
+        pl.rows = h->n < BLOCK_ROWS ? h->n : BLOCK_ROWS;
+        return pl;
+    }
+    pl.flash = !h->weights && !h->scores && !h->weights_acc && !has_shaw(h->p) && h->m > 0;
+    if (pl.flash) {
+        pl.cols = h->m < FLASH_COLS ? h->m : FLASH_COLS;
+        pl.rows = clamp_size(DENSE_BLOCK_FLOATS / pl.cols, FLASH_MIN_ROWS, FLASH_MAX_ROWS);
+    } else {
+        pl.cols = h->m;
+        pl.rows = clamp_size(DENSE_BLOCK_FLOATS / (h->m ? h->m : 1), DENSE_MIN_ROWS, DENSE_MAX_ROWS);
+    }
+    pl.rows = h->n < pl.rows ? h->n : pl.rows;
+    return pl;
+}
+
 attn_status attn__head_scratch_floats(const attn__head *h, size_t *n_floats)
 {
     const attn_score s = h->p->score;
-    const size_t rows = h->n < BLOCK_ROWS ? h->n : BLOCK_ROWS;
     const attn_pattern *pt = h->p->masks.pattern;
     const size_t mm = h->p->masks.m_masked ? h->p->masks.m_masked : h->m;
-    const size_t sw = sparse_width(h);
+    const head_plan pl = head_plan_make(h);
+    const size_t rows = pl.rows, sw = pl.width;
     size_t total = 0, t;
 
     if (h->n == 0 || h->m == 0) {
@@ -167,6 +321,18 @@ attn_status attn__head_scratch_floats(const attn__head *h, size_t *n_floats)
         t = sat_add(t, sat_mul(2, sat_mul(rows, (size_t)pt->random)));
         if (pt->n_global > 0)
             t = sat_add(t, sat_add(h->m, mm / sizeof(float) + 1));
+        if (t == SIZE_MAX)
+            return ATTN_ERR_OVERFLOW;
+        total = t;
+    } else if (pl.flash) {
+        /* tile [rows][cols], running max [rows] and sum [rows] (double: 2
+         * floats), the tile's key indices [cols] and the rows' random keys
+         * [rows][r] (size_t: 2 floats each) */
+        const size_t nr = pt && pt->random > 0 ? (size_t)pt->random : 0;
+        t = sat_mul(rows, pl.cols);
+        t = sat_add(t, sat_mul(3, rows));
+        t = sat_add(t, sat_mul(2, pl.cols));
+        t = sat_add(t, sat_mul(2, sat_mul(rows, nr)));
         if (t == SIZE_MAX)
             return ATTN_ERR_OVERFLOW;
         total = t;
@@ -259,23 +425,13 @@ static void block_scores(const attn__head *h, size_t i0, size_t rows, float *s, 
 /* Max-subtracted softmax in place; returns false (row zeroed) when no key is left. */
 static bool softmax_row(float *row, size_t m)
 {
-    float mx = -INFINITY;
-    for (size_t j = 0; j < m; j++)
-        if (row[j] > mx)
-            mx = row[j];
+    const float mx = vec_max(row, m);
     if (mx == -INFINITY) {
         memset(row, 0, m * sizeof(float));
         return false;
     }
-    double sum = 0.0;
-    for (size_t j = 0; j < m; j++) {
-        float e = expf(row[j] - mx);
-        row[j] = e;
-        sum += e;
-    }
-    const float inv = (float)(1.0 / sum);
-    for (size_t j = 0; j < m; j++)
-        row[j] *= inv;
+    const double sum = vec_exp_sum(row, m, mx);
+    vec_scale(row, m, (float)(1.0 / sum));
     return true;
 }
 
@@ -296,6 +452,11 @@ typedef struct head_bufs {
     /* Shaw relative positions */
     float *rel_s; /* [rows][2k + 1] q . shaw_k per clipped distance */
     float *rel_w; /* [rows][2k + 1] weights summed per clipped distance */
+    /* flash path */
+    head_plan plan;
+    float *run_max;  /* [rows] running maximum of each row's scores */
+    double *run_sum; /* [rows] running sum of exp(score - run_max) */
+    size_t *tcols;   /* [cols] the key indices of one tile */
 } head_bufs;
 
 /* Bucket of pair (i, j) for Shaw tables with clip k: clip(j - i, -k, k) + k. */
@@ -349,7 +510,7 @@ static void dense_block(const attn__head *h, const head_bufs *b, size_t i0, size
 {
     const attn_params *p = h->p;
     const size_t n = h->n, m = h->m;
-    bool empty[BLOCK_ROWS];
+    bool empty[DENSE_MAX_ROWS];
 
     block_scores(h, i0, rows, s, b->tmp, b->keys_proj);
     if (b->rel_s)
@@ -533,12 +694,158 @@ static void sparse_block(const attn__head *h, const head_bufs *b, size_t i0, siz
     }
 }
 
+/* Keys [0, end) of the mm masked ones that causality leaves to query i of n
+ * (the same bound as attn_mask.c's). */
+static size_t causal_end(attn_causal causal, size_t n, size_t mm, size_t i)
+{
+    size_t end = mm;
+    if (causal == ATTN_CAUSAL_TOP_LEFT)
+        end = i + 1;
+    else if (causal == ATTN_CAUSAL_BOTTOM_RIGHT)
+        end = i + mm + 1 <= n ? 0 : i + mm + 1 - n;
+    return end < mm ? end : mm;
+}
+
+/* Only causality removes pairs: no mask, padding, bias or pattern. */
+static bool masks_causal_only(const attn_masks *mk)
+{
+    return !mk->mask && !mk->key_padding && !mk->bias && !mk->rel_bias && !mk->pattern;
+}
+
+/* Scores (scaled and capped, before masks) of queries [i0, i0 + rows) against
+ * keys [j0, j0 + cols) into s [rows][cols]. tmp holds the block's projected
+ * queries for general / additive / concat scores (flash_block computes them). */
+static void tile_scores(const attn__head *h, const head_bufs *b, size_t i0, size_t rows,
+                        size_t j0, size_t cols, float *s)
+{
+    const attn_params *p = h->p;
+    switch (p->score) {
+    case ATTN_SCORE_GENERAL:
+        attn__sgemm(false, true, rows, cols, h->dk, 1.0f, b->tmp, h->dk, h->k + j0 * h->ldk,
+                    h->ldk, 0.0f, s, cols);
+        break;
+    case ATTN_SCORE_ADDITIVE:
+    case ATTN_SCORE_CONCAT:
+        additive_scores(b->tmp, b->keys_proj + j0 * p->da, p->v, rows, cols, p->da, s);
+        break;
+    default:
+        attn__sgemm(false, true, rows, cols, h->dk, h->scale, h->q + i0 * h->ldq, h->ldq,
+                    h->k + j0 * h->ldk, h->ldk, 0.0f, s, cols);
+        break;
+    }
+    if (p->softcap > 0.0f) {
+        const float c = p->softcap, inv_c = 1.0f / p->softcap;
+        for (size_t x = 0; x < rows * cols; x++)
+            s[x] = c * tanhf(s[x] * inv_c);
+    }
+}
+
+/*
+ * Rows [i0, i0 + rows) by the flash path (FlashAttention's online softmax on
+ * the CPU): for each tile of keys, scores, masks, then per row the new maximum
+ * M' = max(M, max of the tile), the earlier sum and output rescaled by
+ * exp(M - M'), the tile's exp(s - M') added to the sum and P V_tile to the
+ * output, which accumulates in place in the caller's rows; at the end each
+ * output row is divided by its sum. Tiles that causality removes entirely are
+ * skipped. Without an output (h->out NULL) only the sums are kept, for the
+ * counts of empty rows and allowed pairs.
+ */
+static void flash_block(const attn__head *h, const head_bufs *b, size_t i0, size_t rows,
+                        size_t *n_empty, size_t *n_allowed)
+{
+    const attn_params *p = h->p;
+    const attn_masks *mk = &p->masks;
+    const size_t n = h->n, m = h->m, mm = mk->m_masked ? mk->m_masked : m;
+    const size_t bc = b->plan.cols, ldo = h->ldo, dv = h->dv;
+    const bool no_masks = attn__masks_empty(mk), causal_only = masks_causal_only(mk);
+    const size_t nr = mk->pattern && mk->pattern->random > 0 ? (size_t)mk->pattern->random : 0;
+    float *o = h->out ? h->out + i0 * ldo : NULL;
+    float *s = b->tile;
+
+    for (size_t r = 0; r < rows; r++) {
+        b->run_max[r] = -INFINITY;
+        b->run_sum[r] = 0.0;
+        if (o)
+            memset(o + r * ldo, 0, dv * sizeof(float));
+    }
+    /* the block's queries in key (general) or attention (additive) space */
+    const float *q = h->q + i0 * h->ldq;
+    if (p->score == ATTN_SCORE_GENERAL)
+        attn__sgemm(false, false, rows, h->dk, h->dq, 1.0f, q, h->ldq, p->w, h->dk, 0.0f, b->tmp,
+                    h->dk);
+    else if (p->score == ATTN_SCORE_ADDITIVE)
+        attn__sgemm(false, true, rows, p->da, h->dq, 1.0f, q, h->ldq, p->w1, h->dq, 0.0f, b->tmp,
+                    p->da);
+    else if (p->score == ATTN_SCORE_CONCAT)
+        attn__sgemm(false, true, rows, p->da, h->dq, 1.0f, q, h->ldq, p->w, h->dq + h->dk, 0.0f,
+                    b->tmp, p->da);
+    for (size_t r = 0; nr && r < rows; r++)
+        attn__pattern_random(mk->pattern, i0 + r, mm, b->rnd + r * nr);
+    /* no row of the block sees a masked key at or past the last row's causal end */
+    const size_t end_last = causal_end(mk->causal, n, mm, i0 + rows - 1);
+
+    for (size_t j0 = 0; j0 < m; j0 += bc) {
+        const size_t cols = m - j0 < bc ? m - j0 : bc;
+        if (j0 >= end_last && j0 + cols <= mm)
+            continue;
+        tile_scores(h, b, i0, rows, j0, cols, s);
+        if (no_masks) {
+            *n_allowed += rows * cols;
+        } else if (causal_only) {
+            for (size_t r = 0; r < rows; r++) {
+                const size_t end = causal_end(mk->causal, n, mm, i0 + r);
+                /* masked columns [max(end, j0), min(mm, j0 + cols)) of this tile */
+                const size_t c0 = end > j0 ? (end - j0 < cols ? end - j0 : cols) : 0;
+                const size_t c1 = mm > j0 ? (mm - j0 < cols ? mm - j0 : cols) : 0;
+                for (size_t c = c0; c < c1; c++)
+                    s[r * cols + c] = -INFINITY;
+                *n_allowed += cols - (c1 > c0 ? c1 - c0 : 0);
+            }
+        } else {
+            for (size_t c = 0; c < cols; c++)
+                b->tcols[c] = j0 + c;
+            *n_allowed += attn__masks_apply_cols(mk, h->head, n, m, i0, rows, b->tcols, cols,
+                                                 nr ? b->rnd : NULL, nr, s, cols);
+        }
+        for (size_t r = 0; r < rows; r++) {
+            float *row = s + r * cols;
+            const float tmax = vec_max(row, cols);
+            if (tmax == -INFINITY) { /* nothing seen here: no weight, no change */
+                memset(row, 0, cols * sizeof(float));
+                continue;
+            }
+            const float mold = b->run_max[r], mnew = tmax > mold ? tmax : mold;
+            const double tsum = vec_exp_sum(row, cols, mnew);
+            if (mnew != mold) {
+                const float alpha = mold == -INFINITY ? 0.0f : expf(mold - mnew);
+                b->run_sum[r] *= alpha;
+                if (o)
+                    vec_scale(o + r * ldo, dv, alpha);
+                b->run_max[r] = mnew;
+            }
+            b->run_sum[r] += tsum;
+        }
+        if (o)
+            attn__sgemm(false, false, rows, dv, cols, 1.0f, s, cols, h->v + j0 * h->ldv, h->ldv,
+                        1.0f, o, ldo);
+    }
+    for (size_t r = 0; r < rows; r++) {
+        if (b->run_sum[r] > 0.0) {
+            if (o)
+                vec_scale(o + r * ldo, dv, (float)(1.0 / b->run_sum[r]));
+        } else {
+            (*n_empty)++;
+            if (o) /* exactly 0, whatever the values */
+                memset(o + r * ldo, 0, dv * sizeof(float));
+        }
+    }
+}
+
 void attn__head_forward(const attn__head *h, float *scratch, size_t *n_empty, size_t *n_allowed)
 {
     const attn_params *p = h->p;
     const attn_pattern *pt = p->masks.pattern;
     const size_t n = h->n, m = h->m, mm = p->masks.m_masked ? p->masks.m_masked : m;
-    const size_t bmax = n < BLOCK_ROWS ? n : BLOCK_ROWS;
     head_bufs b = {0};
 
     if (n == 0)
@@ -551,7 +858,9 @@ void attn__head_forward(const attn__head *h, float *scratch, size_t *n_empty, si
         return;
     }
 
-    b.width = sparse_width(h);
+    b.plan = head_plan_make(h);
+    b.width = b.plan.width;
+    const size_t bmax = b.plan.rows;
     float *cur = align16(scratch);
     if (b.width) {
         const size_t kw = score_is_additive(p->score) ? (p->da > h->dk ? p->da : h->dk) : h->dk;
@@ -571,6 +880,18 @@ void attn__head_forward(const attn__head *h, float *scratch, size_t *n_empty, si
             b.pat_row = (uint8_t *)cur;
             cur = align16(cur + mm / sizeof(float) + 1);
         }
+    } else if (b.plan.flash) {
+        const size_t nr = pt && pt->random > 0 ? (size_t)pt->random : 0;
+        b.tile = cur;
+        cur = align16(cur + bmax * b.plan.cols);
+        b.run_max = cur;
+        cur = align16(cur + bmax);
+        b.run_sum = (double *)(void *)cur;
+        cur = align16(cur + 2 * bmax);
+        b.tcols = (size_t *)(void *)cur;
+        cur = align16(cur + 2 * b.plan.cols);
+        b.rnd = (size_t *)(void *)cur;
+        cur = align16(cur + 2 * bmax * nr);
     } else {
         if (!h->weights) {
             b.sbuf = cur;
@@ -600,9 +921,16 @@ void attn__head_forward(const attn__head *h, float *scratch, size_t *n_empty, si
                     p->da);
     }
 
+    if (b.plan.flash) {
+        for (size_t i0 = 0; i0 < n; i0 += bmax) {
+            const size_t rows = n - i0 < bmax ? n - i0 : bmax;
+            flash_block(h, &b, i0, rows, n_empty, n_allowed);
+        }
+        return;
+    }
     if (!b.width) {
-        for (size_t i0 = 0; i0 < n; i0 += BLOCK_ROWS) {
-            const size_t rows = n - i0 < BLOCK_ROWS ? n - i0 : BLOCK_ROWS;
+        for (size_t i0 = 0; i0 < n; i0 += bmax) {
+            const size_t rows = n - i0 < bmax ? n - i0 : bmax;
             /* Weights requested: build the block where the caller wants P, no copy. */
             float *s = h->weights ? h->weights + i0 * m : b.sbuf;
             dense_block(h, &b, i0, rows, s, n_empty, n_allowed);

@@ -144,6 +144,7 @@ attn_status attn_mha_forward(attn_ws *ws, const attn_mha_config *c, const attn_m
         .ldv = d.Ekv,
         .ldo = d.E,
         .weights = out->weights, /* only its nullness matters for the scratch size */
+        .weights_acc = out->weights_avg,
         .acc_scale = 1.0f / (float)d.H,
     };
     size_t head_floats;
@@ -178,10 +179,29 @@ attn_status attn_mha_forward(attn_ws *ws, const attn_mha_config *c, const attn_m
         h.scale = c->kernel.feature_map == ATTN_FEATURE_MAP_FAVOR ? h.scale : 1.0f;
     }
 
+    /* Self-attention with a stacked in_proj (q, k, v weights and biases one
+     * after the other, as torch's in_proj_weight): one GEMM [n][E + 2 Ekv]
+     * instead of three, and the heads read q, k, v as column slices of it. */
+    const size_t W = d.E + 2 * d.Ekv;
+    const bool fused =
+        n > 0 && m == n && query == key && key == value && d.kdim == d.E && d.vdim == d.E &&
+        w->k_proj == w->q_proj + d.E * d.E && w->v_proj == w->k_proj + d.Ekv * d.E &&
+        ((!w->q_bias && !w->k_bias && !w->v_bias) ||
+         (w->q_bias && w->k_bias == w->q_bias + d.E && w->v_bias == w->k_bias + d.Ekv));
+    const size_t ldq = fused ? W : d.E, ldkv = fused ? W : d.Ekv;
+    h.ldq = lh.ldq = ldq;
+    h.ldk = h.ldv = lh.ldk = lh.ldv = ldkv;
+
     attn__ws_reset(ws);
-    float *qp = out->q;
-    float *kp = attn__ws_floats(ws, mk * d.Ekv);
-    float *vp = attn__ws_floats(ws, mk * d.Ekv);
+    float *qp = fused ? NULL : out->q, *kp = NULL, *vp = NULL;
+    if (fused) {
+        qp = attn__ws_floats(ws, (mk > n ? mk : n) * W);
+        kp = qp ? qp + d.E : NULL;
+        vp = qp ? qp + d.E + d.Ekv : NULL;
+    } else {
+        kp = attn__ws_floats(ws, mk * d.Ekv);
+        vp = attn__ws_floats(ws, mk * d.Ekv);
+    }
     float *heads = need_heads ? attn__ws_floats(ws, n * d.E) : NULL;
     float *scratch = head_floats ? attn__ws_floats(ws, head_floats) : NULL;
     if (!qp)
@@ -193,24 +213,44 @@ attn_status attn_mha_forward(attn_ws *ws, const attn_mha_config *c, const attn_m
     if (lin && n > 0)
         lh.proj = attn__lin_proj_draw(&c->kernel, d.hd, proj_scratch);
 
-    linear(query, n, d.E, w->q_proj, w->q_bias, d.E, qp, d.E);
-    mha_project_kv(key, m, d.kdim, w->k_proj, w->k_bias, w->bias_k, c->add_zero_attn, d.Ekv, kp);
-    mha_project_kv(value, m, d.vdim, w->v_proj, w->v_bias, w->bias_v, c->add_zero_attn, d.Ekv, vp);
+    if (fused) {
+        linear(query, n, d.E, w->q_proj, w->q_bias, W, qp, W);
+        size_t row = m; /* the appended bias_k / bias_v and zero rows, in the k and v slices */
+        if (w->bias_k) {
+            memcpy(kp + row * W, w->bias_k, d.Ekv * sizeof(float));
+            memcpy(vp + row * W, w->bias_v, d.Ekv * sizeof(float));
+            row++;
+        }
+        if (c->add_zero_attn) {
+            memset(kp + row * W, 0, d.Ekv * sizeof(float));
+            memset(vp + row * W, 0, d.Ekv * sizeof(float));
+        }
+    } else {
+        linear(query, n, d.E, w->q_proj, w->q_bias, d.E, qp, d.E);
+        mha_project_kv(key, m, d.kdim, w->k_proj, w->k_bias, w->bias_k, c->add_zero_attn, d.Ekv,
+                       kp);
+        mha_project_kv(value, m, d.vdim, w->v_proj, w->v_bias, w->bias_v, c->add_zero_attn,
+                       d.Ekv, vp);
+    }
     if (c->attn.pos.rope) {
         /* Each head's slice turns on its own: positions 0..n-1 and 0..m-1; the
          * appended bias_k / zero rows carry no position. */
         const double base = c->attn.pos.rope_base > 0.0f ? c->attn.pos.rope_base : 10000.0;
         for (size_t hi = 0; hi < d.H && st == ATTN_OK; hi++)
-            st = attn_rope_apply(c->attn.pos.rope_style, base, n, d.hd, 0, qp + hi * d.hd, d.E);
+            st = attn_rope_apply(c->attn.pos.rope_style, base, n, d.hd, 0, qp + hi * d.hd, ldq);
         for (size_t hi = 0; hi < d.Hkv && st == ATTN_OK; hi++)
-            st = attn_rope_apply(c->attn.pos.rope_style, base, m, d.hd, 0, kp + hi * d.hd, d.Ekv);
+            st = attn_rope_apply(c->attn.pos.rope_style, base, m, d.hd, 0, kp + hi * d.hd, ldkv);
         if (st != ATTN_OK)
             return st;
     }
-    if (out->k)
-        memcpy(out->k, kp, m * d.Ekv * sizeof(float));
-    if (out->v)
-        memcpy(out->v, vp, m * d.Ekv * sizeof(float));
+    for (size_t i = 0; fused && out->q && i < n; i++)
+        memcpy(out->q + i * d.E, qp + i * W, d.E * sizeof(float));
+    for (size_t j = 0; (out->k || out->v) && j < m; j++) {
+        if (out->k)
+            memcpy(out->k + j * d.Ekv, kp + j * ldkv, d.Ekv * sizeof(float));
+        if (out->v)
+            memcpy(out->v + j * d.Ekv, vp + j * ldkv, d.Ekv * sizeof(float));
+    }
     if (out->weights_avg)
         memset(out->weights_avg, 0, n * mk * sizeof(float));
 

@@ -77,6 +77,34 @@ static void line_key(const char *line, size_t len, char *out, size_t out_len)
     out[n] = '\0';
 }
 
+/* A paths: key with {parameters} ("/v1/models/{name}:", maybe quoted) that path fits,
+ * each {parameter} standing for one non-empty segment (/v1/models/demo-gpt2). */
+static bool path_template_fits(const char *key, const char *path)
+{
+    size_t n = strlen(key);
+    if (n < 2 || key[n - 1] != ':' || strchr(key, '{') == NULL)
+        return false;
+    n--;
+    if ((key[0] == '\'' || key[0] == '"') && n >= 2 && key[n - 1] == key[0]) {
+        key++;
+        n -= 2;
+    }
+    const char *k = key, *const k_end = key + n, *p = path;
+    while (k < k_end) {
+        if (*k == '{') {
+            const char *close = memchr(k, '}', (size_t)(k_end - k));
+            const size_t seg = strcspn(p, "/");
+            if (close == NULL || seg == 0)
+                return false;
+            p += seg;
+            k = close + 1;
+        } else if (*k++ != *p++) {
+            return false;
+        }
+    }
+    return *p == '\0';
+}
+
 /*
  * True when api/openapi.yaml has, under the top-level paths:, the path as a
  * key and the method (lower case) as one of its direct children. A text
@@ -125,7 +153,7 @@ static bool openapi_has(const char *yaml, const char *path, const char *method)
                     return true;
             } else if (state == IN_PATHS && ind > 0 &&
                        (strcmp(key, want_path[0]) == 0 || strcmp(key, want_path[1]) == 0 ||
-                        strcmp(key, want_path[2]) == 0)) {
+                        strcmp(key, want_path[2]) == 0 || path_template_fits(key, path))) {
                 state = IN_PATH;
                 path_indent = ind;
                 child_indent = 0;
@@ -228,7 +256,33 @@ START_TEST(example_replays_with_the_documented_answer)
     const cJSON *body = cJSON_GetObjectItemCaseSensitive(req, "body");
     char *text = body != NULL ? it_json_print_ok(body) : NULL;
 
-    it_server *s = it_start_ok(NULL);
+    /* "models": ["demo-gpt2", ...] serves those folders of tests/data/models under their
+     * names, and the replay waits until /readyz says they are loaded */
+    const cJSON *models = cJSON_GetObjectItemCaseSensitive(ex, "models");
+    const char *args[2 * 8 + 1];
+    char specs[8][512];
+    size_t n_args = 0, n_models = 0;
+    for (const cJSON *m = models != NULL ? models->child : NULL; m != NULL && n_models < 8;
+         m = m->next, n_models++) {
+        ck_assert_msg(cJSON_IsString(m), "%s: models lists folder names", file);
+        snprintf(specs[n_models], sizeof specs[n_models], "%s=%s/models/%s", m->valuestring,
+                 ATTN_TEST_DATA, m->valuestring);
+        args[n_args++] = "--model";
+        args[n_args++] = specs[n_models];
+    }
+    args[n_args] = NULL;
+    it_server *s = it_server_start(args, NULL);
+    ck_assert_msg(s != NULL, "%s: attention-server did not start", file);
+    for (double deadline = it_now_s() + it_wait_s(); n_models > 0;) {
+        it_resp ready;
+        it_get_ok(s, "/readyz", &ready);
+        const long st = ready.status;
+        it_resp_free(&ready);
+        if (st == 200)
+            break;
+        ck_assert_msg(it_now_s() < deadline, "%s: the models did not load", file);
+        it_sleep_ms(10);
+    }
     it_req rq = {.method = method->valuestring,
                  .path = path->valuestring,
                  .content_type = content_type,
@@ -291,6 +345,7 @@ START_TEST(openapi_text_search_finds_routes)
     ck_assert(!openapi_has(yaml, "/v1/other", "POST"));
     ck_assert(!openapi_has(yaml, "/v1/nothing", "POST"));
     ck_assert(!openapi_has(yaml, "/v1/multihead_attention", "GET"));
+    ck_assert(!openapi_has(yaml, "/v1/models/demo/attention", "POST"));
 }
 END_TEST
 

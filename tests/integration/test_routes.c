@@ -574,7 +574,8 @@ END_TEST
 START_TEST(unknown_path_returns_404_not_found)
 {
     it_server *s = it_start_ok(NULL);
-    const char *paths[] = {"/nope", "/v1/attentions", "/v2/attention", "/v1/attention/x", "/"};
+    const char *paths[] = {"/nope", "/v1/attentions", "/v2/attention", "/v1/attention/x",
+                           "/index.html", "/assets/nope.js"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         it_resp r;
         it_get_ok(s, paths[i], &r);

@@ -286,7 +286,8 @@ START_TEST(seeded_requests_are_deterministic_batched_equals_one_by_one)
     cJSON *o = post_ok(s, ENCODER, r0, "output only");
     ck_assert_ptr_nonnull(member(o, "output"));
     ck_assert_ptr_null(member(o, "attentions"));
-    expect_same(a, o, "output", 0, "return output only");
+    /* up to rounding: without weights the engine runs its flash path */
+    expect_same(a, o, "output", 1e-5, "return output only");
 
     cJSON *all[] = {x0, x1, r0, a, b, r8, c8, r1, pad1, one, rb, ab, o};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)

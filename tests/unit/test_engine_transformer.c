@@ -242,14 +242,19 @@ START_TEST(golden_case_matches_torch_output_and_per_head_weights)
         free(ecw.x);
     }
 
-    /* The same call without weight outputs gives the same output. */
+    /* The same call without weight outputs gives the same output, up to
+     * rounding: without weights the engine takes its flash path (online
+     * softmax over key tiles), which sums in another order. */
     float *out2 = calloc(n * E, sizeof(float));
     ck_assert_ptr_nonnull(out2);
     attn_tf_outputs o2 = {.output = out2};
     st = decoder ? attn_tf_decoder_forward(ws, &cfg, &sw.w, n, m, x, mem, &o2, NULL)
                  : attn_tf_encoder_forward(ws, &cfg, &sw.w, n, x, &o2, NULL);
     ck_assert_int_eq(st, ATTN_OK);
-    ck_assert_mem_eq(out, out2, n * E * sizeof(float));
+    for (size_t i = 0; i < n * E; i++)
+        ck_assert_msg(fabsf(out[i] - out2[i]) <= 1e-5f * (1.0f + fabsf(out[i])),
+                      "%s: output[%zu] = %.9g with weights, %.9g without", name, i,
+                      (double)out[i], (double)out2[i]);
 
     attn_ws_free(ws);
     free(out);
