@@ -319,7 +319,11 @@ async function discoverModels(info) {
     o.textContent = `${m.name} (${[m.architecture, layers && `${layers} layers`, heads && `${heads} heads`].filter(Boolean).join(', ')})`;
     group.append(o);
   }
-  if (group.children.length) T.engine.append(group);
+  if (!group.children.length) return;
+  T.engine.append(group);
+  // A service that serves a model is there to show it: the page starts on its first one.
+  T.engine.value = group.children[0].value;
+  engineChanged();
 }
 
 // ------------------------------------------------------------------ Q / K / V

@@ -406,9 +406,13 @@ describe('pretrained models', () => {
     await p.waitForSelector('body[data-ready="1"]');
     const options = await p.$$eval('#engine option', (o) => o.map((x) => x.value));
     assert.deepEqual(options, ['mha', 'encoder', 'model:tiny-bert'], 'text models only');
-    await p.fill('#sentence', 'the cat sat');
-    await p.selectOption('#engine', 'model:tiny-bert');
+    assert.equal(await p.$eval('#engine', (s) => s.value), 'model:tiny-bert', 'the page starts on the served model');
     await p.waitForFunction(() => document.querySelector('#summary-text').textContent.includes('2 layers'));
+    await Promise.all([
+      p.waitForResponse((r) => r.url().endsWith('/v1/models/tiny-bert/attention') &&
+        JSON.parse(r.request().postData()).text === 'the cat sat'),
+      p.fill('#sentence', 'the cat sat'),
+    ]);
     assert.deepEqual(asked, { text: 'the cat sat' });
     assert.equal(await p.isDisabled('#num_heads'), true, 'the model decides heads and layers');
     const drawn = await p.$$eval('#view-heads rect[data-w]', (r) => r.length);
@@ -436,10 +440,11 @@ describe('a pretrained model served for real', () => {
       await p.waitForSelector('body[data-ready="1"]');
       const label = await p.textContent('#engine option[value="model:bert-tiny"]');
       assert.match(label, /bert-tiny \(bert, \d+ layers, \d+ heads\)/);
-      await p.fill('#sentence', SENTENCE);
+      assert.equal(await p.$eval('#engine', (s) => s.value), 'model:bert-tiny', 'the page starts on the served model');
       const [res] = await Promise.all([
-        p.waitForResponse((r) => r.url().endsWith('/v1/models/bert-tiny/attention')),
-        p.selectOption('#engine', 'model:bert-tiny'),
+        p.waitForResponse((r) => r.url().endsWith('/v1/models/bert-tiny/attention') &&
+          JSON.parse(r.request().postData()).text === SENTENCE),
+        p.fill('#sentence', SENTENCE),
       ]);
       const answer = await res.json();
       assert.deepEqual(JSON.parse(res.request().postData()), { text: SENTENCE });

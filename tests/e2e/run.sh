@@ -4,8 +4,18 @@
 # node's test runner against the given server binary and Debian's Chromium.
 # Usage: tests/e2e/run.sh SERVER_BIN [ARTIFACTS_DIR]
 # Exits 77 (CTest: skipped) when node or Chromium is not installed (docker/install-deps.sh test
-# installs both).
+# installs both); with ATTN_REQUIRE_E2E=1 (.ci/run sets it) a missing piece is a failure instead,
+# so CI cannot pass without having driven the browser.
 set -eu
+
+skip() {
+    echo "e2e: $*"
+    if [ "${ATTN_REQUIRE_E2E:-0}" = 1 ]; then
+        echo "e2e: ATTN_REQUIRE_E2E=1: the browser tests must run here" >&2
+        exit 1
+    fi
+    exit 77
+}
 
 here=$(cd "$(dirname "$0")" && pwd)
 server=${1:?usage: run.sh SERVER_BIN [ARTIFACTS_DIR]}
@@ -13,16 +23,13 @@ artifacts=${2:-$here/../artifacts}
 chromium=${ATTN_CHROMIUM:-/usr/bin/chromium}
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    echo "e2e: node and npm are not installed (docker/install-deps.sh test installs them): skipped"
-    exit 77
+    skip "node and npm are not installed (docker/install-deps.sh test installs them): skipped"
 fi
 if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
-    echo "e2e: playwright-core needs node 20 or newer, this is $(node --version): skipped"
-    exit 77
+    skip "playwright-core needs node 20 or newer, this is $(node --version): skipped"
 fi
 if [ ! -x "$chromium" ]; then
-    echo "e2e: $chromium is not installed (docker/install-deps.sh test installs chromium): skipped"
-    exit 77
+    skip "$chromium is not installed (docker/install-deps.sh test installs chromium): skipped"
 fi
 
 # One npm ci at a time (two builds may test at once); offline when npm's cache has the package.
