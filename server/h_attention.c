@@ -687,7 +687,7 @@ done:
     free(scores);
     score_weights_free(&sw);
     hc_req_free(&c);
-    cJSON_Delete(root);
+    srv_json_delete(root);
 }
 
 /* ------------------------------------------------- /v1/multihead_attention */
@@ -1146,5 +1146,5 @@ done:
         free(bufs[i]);
     mha_state_free(&s);
     hc_req_free(&c);
-    cJSON_Delete(root);
+    srv_json_delete(root);
 }

@@ -610,7 +610,7 @@ void hc_finish_json(srv_response *res, srv_jw *w, size_t empty_rows, double engi
     srv_jw_key(w, "empty_rows");
     srv_jw_uint(w, empty_rows);
     srv_jw_key(w, "elapsed_ms");
-    srv_jw_double(w, engine_ms);
+    srv_jw_fixed(w, engine_ms, 6); /* nanoseconds: printf's digits past them are noise */
     srv_jw_obj_end(w);
     srv_jw_obj_end(w);
     size_t len = 0;

@@ -656,5 +656,5 @@ done:
     inputs_free(in, n_in);
     hm_res_free(&o);
     hm_req_free(&r);
-    cJSON_Delete(root);
+    srv_json_delete(root);
 }

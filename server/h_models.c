@@ -999,5 +999,5 @@ fail:
 done:
     hm_res_free(&o);
     hm_req_free(&r);
-    cJSON_Delete(root);
+    srv_json_delete(root);
 }

@@ -787,7 +787,7 @@ done:
     for (int i = 0; i < 3; i++)
         free(bufs[i]);
     tf_req_free(&t);
-    cJSON_Delete(root);
+    srv_json_delete(root);
 }
 
 void srv_h_transformer_encoder(srv_app *app, const srv_request *req, srv_response *res)

@@ -194,11 +194,11 @@ static enum MHD_Result http_send(srv_http *h, struct MHD_Connection *conn, http_
     for (size_t i = 0; i < res->n_headers && i < SRV_MAX_HEADERS; i++)
         MHD_add_response_header(mr, res->header_names[i], res->header_values[i]);
     if (res->inference_ms > 0) {
-        snprintf(num, sizeof num, "%.3f", res->inference_ms);
+        srv_format_fixed(res->inference_ms, 3, false, num);
         MHD_add_response_header(mr, "X-Inference-Time", num);
     }
     const double total_ms = r ? srv_now_ms() - r->t0 : 0;
-    snprintf(num, sizeof num, "%.3f", total_ms);
+    srv_format_fixed(total_ms, 3, false, num);
     MHD_add_response_header(mr, "X-Total-Time", num);
     if (r != NULL) {
         const int route = res->route >= 0 ? res->route

@@ -40,22 +40,77 @@ static void ptr_append_token(srv_ptr *p, const char *tok, size_t n)
     p->s[p->len] = '\0';
 }
 
-void srv_ptr_key(srv_ptr *dst, const srv_ptr *parent, const char *key)
+/* Only the used part of the parent: pointers are built for every member read. */
+static void ptr_copy(srv_ptr *dst, const srv_ptr *parent)
 {
     if (dst != parent) {
-        *dst = *parent;
+        dst->len = parent->len;
+        memcpy(dst->s, parent->s, parent->len + 1);
     }
+}
+
+void srv_ptr_key(srv_ptr *dst, const srv_ptr *parent, const char *key)
+{
+    ptr_copy(dst, parent);
     ptr_append_token(dst, key != NULL ? key : "", key != NULL ? strlen(key) : 0);
+}
+
+size_t srv_format_uint(unsigned long long v, char *out)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = tmp[n - 1 - i];
+    }
+    out[n] = '\0';
+    return n;
+}
+
+size_t srv_format_fixed(double v, int decimals, bool trim, char *out)
+{
+    static const double scale[7] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6};
+    if (!isfinite(v) || fabs(v) >= 1e12 || decimals < 0 || decimals > 6) {
+        int n = snprintf(out, 32, "%.*f", decimals < 0 ? 0 : decimals > 6 ? 6 : decimals, v);
+        return n > 0 ? (size_t)n : 0;
+    }
+    char *o = out;
+    if (v < 0) {
+        *o++ = '-';
+        v = -v;
+    }
+    const unsigned long long unit = (unsigned long long)scale[decimals];
+    const unsigned long long r = (unsigned long long)(v * scale[decimals] + 0.5);
+    unsigned long long frac = r % unit;
+    o += srv_format_uint(r / unit, o);
+    int nd = decimals;
+    if (trim) {
+        while (nd > 0 && frac % 10 == 0) {
+            frac /= 10;
+            nd--;
+        }
+    }
+    if (nd > 0) {
+        *o++ = '.';
+        for (int i = nd - 1; i >= 0; i--) {
+            o[i] = (char)('0' + frac % 10);
+            frac /= 10;
+        }
+        o += nd;
+    }
+    *o = '\0';
+    return (size_t)(o - out);
 }
 
 void srv_ptr_index(srv_ptr *dst, const srv_ptr *parent, size_t i)
 {
     char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%zu", i);
-    if (dst != parent) {
-        *dst = *parent;
-    }
-    ptr_append_token(dst, tmp, (size_t)n);
+    size_t n = srv_format_uint(i, tmp);
+    ptr_copy(dst, parent);
+    ptr_append_token(dst, tmp, n);
 }
 
 /* ============================================================ small helpers */
@@ -284,52 +339,40 @@ static bool fp_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+ * The digits are found first and then read in one tight loop each: the
+ * usual tensor entry ("-0.0687", "0.84842134") has well under 19 of them. */
 static cJSON *fp_number(fast_parse *p)
 {
     char *start = p->s, *c = p->s;
-    bool neg = false;
-    uint64_t mant = 0;
-    int digits = 0, exp10 = 0;
-    if (*c == '-') {
-        neg = true;
+    const bool neg = *c == '-';
+    if (neg) {
         c++;
     }
     if (!fp_digit(*c)) {
         return NULL;
     }
+    const char *int_start = c;
     if (*c == '0') {
         c++;
     } else {
-        for (; fp_digit(*c); c++) {
-            if (digits < 19) {
-                mant = mant * 10 + (uint64_t)(*c - '0');
-                if (mant != 0) {
-                    digits++;
-                }
-            } else {
-                exp10++;
-                digits++;
-            }
+        while (fp_digit(*c)) {
+            c++;
         }
     }
+    const char *int_end = c, *frac_start = c, *frac_end = c;
     if (*c == '.') {
         c++;
         if (!fp_digit(*c)) {
             return NULL;
         }
-        for (; fp_digit(*c); c++) {
-            if (digits < 19) {
-                mant = mant * 10 + (uint64_t)(*c - '0');
-                exp10--;
-                if (mant != 0) {
-                    digits++;
-                }
-            } else {
-                digits++;
-            }
+        frac_start = c;
+        while (fp_digit(*c)) {
+            c++;
         }
+        frac_end = c;
     }
+    int exp10 = 0;
     if (*c == 'e' || *c == 'E') {
         c++;
         bool eneg = false;
@@ -346,14 +389,28 @@ static cJSON *fp_number(fast_parse *p)
                 e = e * 10 + (*c - '0');
             }
         }
-        exp10 += eneg ? -e : e;
+        exp10 = eneg ? -e : e;
     }
+    const size_t n_int = (size_t)(int_end - int_start), n_frac = (size_t)(frac_end - frac_start);
     double v;
-    if (digits <= 19 && mant <= ((uint64_t)1 << 53) && exp10 >= -22 && exp10 <= 22) {
-        v = (double)mant;
-        v = exp10 < 0 ? v / fp_pow10[-exp10] : v * fp_pow10[exp10];
-        v = neg ? -v : v;
-    } else {
+    bool done = false;
+    if (n_int + n_frac <= 19) {
+        uint64_t mant = 0;
+        for (const char *q = int_start; q < int_end; q++) {
+            mant = mant * 10 + (uint64_t)(*q - '0');
+        }
+        for (const char *q = frac_start; q < frac_end; q++) {
+            mant = mant * 10 + (uint64_t)(*q - '0');
+        }
+        const int e = exp10 - (int)n_frac;
+        if (mant <= ((uint64_t)1 << 53) && e >= -22 && e <= 22) {
+            v = (double)(int64_t)mant;
+            v = e < 0 ? v / fp_pow10[-e] : v * fp_pow10[e];
+            v = neg ? -v : v;
+            done = true;
+        }
+    }
+    if (!done) {
         /* strtod on the token alone: cut the text after it for the call */
         const char saved = *c;
         *c = '\0';
@@ -361,7 +418,7 @@ static cJSON *fp_number(fast_parse *p)
         *c = saved;
     }
     p->s = c;
-    return cJSON_CreateNumber(v);
+    return srv_json_pool_number(v);
 }
 
 /* The string starting at the quote p->s: cut in place, handed to make (cJSON
@@ -566,8 +623,15 @@ cJSON *srv_json_parse_object(const char *body, size_t len, srv_err *e)
     memcpy(copy, body, len);
     copy[len] = '\0';
 
+    const char *end = NULL;
+    const bool pooled = srv_json_pool_parse_begin();
     cJSON *root = fast_parse_text(copy, len);
-    if (root != NULL) {
+    const bool fast = root != NULL;
+    if (!fast) {
+        root = cJSON_ParseWithLengthOpts(copy, len + 1, &end, false);
+    }
+    srv_json_pool_parse_end(pooled);
+    if (fast) {
         free(copy);
         if (!cJSON_IsObject(root)) {
             srv_err_set(e, 400, SRV_CODE_INVALID, "",
@@ -577,8 +641,6 @@ cJSON *srv_json_parse_object(const char *body, size_t len, srv_err *e)
         }
         return root;
     }
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(copy, len + 1, &end, false);
     size_t at = end != NULL && end >= copy ? (size_t)(end - copy) : 0;
     if (at > len) {
         at = len;
@@ -1490,14 +1552,26 @@ static double p10(int k)
 static const uint32_t p10_u32[10] = {1,      10,      100,      1000,      10000,
                                      100000, 1000000, 10000000, 100000000, 1000000000};
 
+/* "00".."99" */
+static const char digit_pairs[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 /* Writes what printf("%.*g", p, v) writes for v = digits * 10^(x - p + 1),
  * digits having exactly p digits. */
 static size_t fmt_g(char *out, bool neg, uint32_t digits, int p, int x)
 {
     char dig[10];
-    for (int i = p - 1; i >= 0; i--) {
-        dig[i] = (char)('0' + digits % 10);
-        digits /= 10;
+    int left = p; /* two digits per division: half the dependent steps */
+    while (left >= 2) {
+        uint32_t q = digits / 100;
+        memcpy(dig + left - 2, digit_pairs + 2 * (digits - q * 100), 2);
+        digits = q;
+        left -= 2;
+    }
+    if (left == 1) {
+        dig[0] = (char)('0' + digits);
     }
     int nd = p; /* %g drops trailing zeros */
     while (nd > 1 && dig[nd - 1] == '0') {
@@ -1584,17 +1658,18 @@ static size_t format_float_fast(float f, int precision, char *out)
     int p_hi = precision > 0 ? precision : 9;
     for (int p = p_lo; p <= p_hi; p++) {
         double s = x * p10(p - 1 - e10);
-        double fl = (double)(uint64_t)s; /* floor: s is positive and below 2^63 */
+        double fl =
+            (double)(int64_t)s; /* floor: 0 < s < 2^31 (signed converts in one instruction) */
         double fr = s - fl;
         if (fabs(fr - 0.5) < 1e-6) {
             return 0;
         }
-        uint64_t d = (uint64_t)fl + (fr > 0.5 ? 1 : 0);
+        int64_t d = (int64_t)fl + (fr > 0.5 ? 1 : 0);
         int xe = e10;
-        if (d == p10_u32[p]) {
-            d = p10_u32[p - 1]; /* rounded up to the next power of ten */
+        if (d == (int64_t)p10_u32[p]) {
+            d = (int64_t)p10_u32[p - 1]; /* rounded up to the next power of ten */
             xe++;
-        } else if (d < p10_u32[p - 1] || d > p10_u32[p]) {
+        } else if (d < (int64_t)p10_u32[p - 1] || d > (int64_t)p10_u32[p]) {
             return 0; /* the exponent estimate was off: leave it to printf */
         }
         if (precision == 0) {
@@ -1863,17 +1938,31 @@ void srv_jw_str(srv_jw *w, const char *s)
 void srv_jw_int(srv_jw *w, long long v)
 {
     char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%lld", v);
+    size_t n = 0;
+    if (v < 0) {
+        tmp[n++] = '-';
+    }
+    /* -(v + 1) + 1 avoids overflowing at LLONG_MIN */
+    n += srv_format_uint(v < 0 ? (unsigned long long)(-(v + 1)) + 1 : (unsigned long long)v,
+                         tmp + n);
     jw_sep(w);
-    srv_buf_append(w->b, tmp, (size_t)n);
+    srv_buf_append(w->b, tmp, n);
 }
 
 void srv_jw_uint(srv_jw *w, unsigned long long v)
 {
     char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%llu", v);
+    size_t n = srv_format_uint(v, tmp);
     jw_sep(w);
-    srv_buf_append(w->b, tmp, (size_t)n);
+    srv_buf_append(w->b, tmp, n);
+}
+
+void srv_jw_fixed(srv_jw *w, double v, int decimals)
+{
+    char tmp[48];
+    size_t n = srv_format_fixed(v, decimals, true, tmp);
+    jw_sep(w);
+    srv_buf_append(w->b, tmp, n);
 }
 
 void srv_jw_double(srv_jw *w, double v)
@@ -2035,8 +2124,10 @@ static void jw_shape(srv_buf *b, size_t rank, const size_t *shape)
     buf_putc(b, '[');
     for (size_t i = 0; i < rank; i++) {
         char tmp[24];
-        int n = snprintf(tmp, sizeof tmp, "%s%zu", i ? "," : "", shape[i]);
-        srv_buf_append(b, tmp, (size_t)n);
+        if (i) {
+            buf_putc(b, ',');
+        }
+        srv_buf_append(b, tmp, srv_format_uint(shape[i], tmp));
     }
     buf_putc(b, ']');
 }

@@ -32,6 +32,31 @@ void srv_ptr_index(srv_ptr *dst, const srv_ptr *parent, size_t i);
  */
 cJSON *srv_json_parse_object(const char *body, size_t len, srv_err *e);
 
+/*
+ * The request pool (jpool.c). srv_json_pool_install() points cJSON's
+ * allocation hooks at it; call it once before threads start (without it
+ * every node is malloc'd as before). Between srv_json_pool_begin() and
+ * srv_json_pool_end() on a thread (srv_dispatch brackets each request),
+ * the trees srv_json_parse_object returns take their nodes from a pool that
+ * the end releases at once: cJSON_Delete of them costs nothing, and no such
+ * tree may be used after the end. Everything else cJSON allocates
+ * (cJSON_Print, trees built with cJSON_Create*) is malloc'd as before.
+ */
+void srv_json_pool_install(void);
+void srv_json_pool_begin(void);
+void srv_json_pool_end(void);
+/* Used by srv_json_parse_object: true when this parse takes its nodes from
+ * the pool; pass that to _parse_end. */
+bool srv_json_pool_parse_begin(void);
+void srv_json_pool_parse_end(bool began);
+/* cJSON_CreateNumber, from the pool while a pooled parse runs. */
+cJSON *srv_json_pool_number(double v);
+/* cJSON_Delete for request trees: nothing to do for one parsed into the
+ * pool (the request's end releases it), cJSON_Delete for any other. */
+void srv_json_delete(cJSON *root);
+/* Bytes this thread's pool has handed out in the current request (0 outside one). */
+size_t srv_json_pool_used(void);
+
 /* Decoded numeric tensor; data is malloc'd (srv_tensor_free). */
 #define SRV_TENSOR_MAX_RANK 5
 typedef struct srv_tensor {
@@ -134,6 +159,8 @@ void srv_jw_str(srv_jw *w, const char *s); /* escaped */
 void srv_jw_int(srv_jw *w, long long v);
 void srv_jw_uint(srv_jw *w, unsigned long long v);
 void srv_jw_double(srv_jw *w, double v);   /* %.17g-shortest for doubles (meta values) */
+/* v rounded to decimals (0..6) places, trailing zeros dropped: timings. */
+void srv_jw_fixed(srv_jw *w, double v, int decimals);
 void srv_jw_float(srv_jw *w, float v);     /* per precision */
 void srv_jw_bool(srv_jw *w, bool v);
 void srv_jw_null(srv_jw *w);

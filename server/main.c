@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "healthcheck.h"
+#include "json.h"
 #include "models.h"
 #include "ops.h"
 #include "srv.h"
@@ -63,6 +64,8 @@ int main(int argc, char **argv)
     /* The container probe: a GET against a running server, then exit (healthcheck.h). */
     if (argc >= 2 && srv_healthcheck_is_flag(argv[1]))
         return srv_healthcheck_main(argc, argv, NULL);
+    /* Before any thread exists: cJSON's hooks are process-wide. */
+    srv_json_pool_install();
     memset(&app, 0, sizeof app);
     srv_config_defaults(&app.config);
     switch (srv_config_parse(&app.config, argc, argv, NULL, out, sizeof out, err, sizeof err)) {

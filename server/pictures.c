@@ -627,5 +627,5 @@ fail:
     srv_respond_error(res, &e);
 done:
     sections_free(&sec, 1);
-    cJSON_Delete(root);
+    srv_json_delete(root);
 }

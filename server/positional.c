@@ -747,7 +747,7 @@ void srv_h_positional(srv_app *app, const srv_request *req, srv_response *res)
     srv_jw_key(&w, "encoding");
     srv_jw_str(&w, c.base64 ? "base64" : "json");
     srv_jw_key(&w, "elapsed_ms");
-    srv_jw_double(&w, elapsed);
+    srv_jw_fixed(&w, elapsed, 6);
     srv_jw_obj_end(&w);
     srv_jw_obj_end(&w);
     size_t len = 0;
@@ -771,5 +771,5 @@ done:
     free(table);
     free(slopes);
     free(bias);
-    cJSON_Delete(root);
+    srv_json_delete(root);
 }

@@ -40,10 +40,19 @@ void srv_response_header(srv_response *r, const char *name, const char *fmt, ...
             break;
     if (i == SRV_MAX_HEADERS)
         return;
-    snprintf(r->header_names[i], sizeof r->header_names[i], "%s", name);
-    va_start(ap, fmt);
-    vsnprintf(r->header_values[i], sizeof r->header_values[i], fmt, ap);
-    va_end(ap);
+    memcpy(r->header_names[i], name, strlen(name) + 1); /* fits: checked above */
+    if (strchr(fmt, '%') == NULL) {
+        /* a constant ("Vary: Accept"), on every answer: no printf */
+        size_t n = strlen(fmt);
+        if (n >= sizeof r->header_values[i])
+            n = sizeof r->header_values[i] - 1;
+        memcpy(r->header_values[i], fmt, n);
+        r->header_values[i][n] = '\0';
+    } else {
+        va_start(ap, fmt);
+        vsnprintf(r->header_values[i], sizeof r->header_values[i], fmt, ap);
+        va_end(ap);
+    }
     if (i == r->n_headers)
         r->n_headers++;
 }
@@ -52,7 +61,11 @@ void srv_response_set(srv_response *r, int status, const char *content_type, cha
 {
     free(r->body);
     r->status = status;
-    snprintf(r->content_type, sizeof r->content_type, "%s", content_type ? content_type : "");
+    size_t n = content_type ? strlen(content_type) : 0;
+    if (n >= sizeof r->content_type)
+        n = sizeof r->content_type - 1;
+    memcpy(r->content_type, content_type ? content_type : "", n);
+    r->content_type[n] = '\0';
     r->body = body;
     r->body_len = body ? len : 0;
 }

@@ -4,6 +4,7 @@
 #include <strings.h>
 
 #include "cors.h"
+#include "json.h"
 #include "ops.h"
 #include "pictures.h"
 #include "srv.h"
@@ -208,6 +209,8 @@ static void dispatch_route(srv_app *app, srv_request *req, srv_response *res)
 
 void srv_dispatch(srv_app *app, srv_request *req, srv_response *res)
 {
+    srv_json_pool_begin();
     dispatch_route(app, req, res);
+    srv_json_pool_end();
     srv_cors_apply(&app->config, req, res);
 }

@@ -198,6 +198,15 @@ struct srv_app {
 /* Monotonic milliseconds. */
 double srv_now_ms(void);
 
+/* Decimal text of v into out (at least 21 bytes), NUL-terminated; returns
+ * its length. No printf: these run several times per request. */
+size_t srv_format_uint(unsigned long long v, char *out);
+/* v rounded to decimals places (0..6), as printf's "%.*f" writes it; with
+ * trim, trailing fractional zeros (and a bare '.') are dropped. out holds at
+ * least 32 bytes. Values of 1e12 or more, and non-finite ones, go through
+ * printf. */
+size_t srv_format_fixed(double v, int decimals, bool trim, char *out);
+
 /* This thread's engine workspace (created on first use, freed at thread
  * exit). NULL if it cannot be allocated. */
 attn_ws *srv_thread_ws(void);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fuzz.h"
+#include "json.h"
 #include "srv.h"
 
 static srv_app app;
@@ -13,6 +14,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
+    srv_json_pool_install(); /* requests parse into the pool, as in the server */
     srv_config_defaults(&app.config);
     /* small limits: the fuzzer looks for crashes, not for ways to use memory */
     app.config.max_elements = 1 << 16;

@@ -8,6 +8,7 @@
 
 #include "fuzz.h"
 #include "models.h"
+#include "json.h"
 #include "srv.h"
 
 #define MODEL_DIR ATTN_TEST_DATA "/models/"
@@ -20,6 +21,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
+    srv_json_pool_install(); /* requests parse into the pool, as in the server */
     srv_config_defaults(&app.config);
     /* small limits: the fuzzer looks for crashes, not for ways to use memory */
     app.config.max_elements = 1 << 16;

@@ -14,6 +14,7 @@ static srv_app app;
 
 static void setup(void)
 {
+    srv_json_pool_install();
     memset(&app, 0, sizeof app);
     srv_config_defaults(&app.config);
     app.ready = 1;
@@ -30,7 +31,11 @@ static cJSON *call(srv_handler h, const char *body, int *status)
     req.body = body;
     req.body_len = strlen(body);
     srv_response_init(&res);
+    /* As srv_dispatch does: the request tree comes from the pool, which the
+     * end releases; the answer must not depend on it. */
+    srv_json_pool_begin();
     h(&app, &req, &res);
+    srv_json_pool_end();
     *status = res.status;
     ck_assert_ptr_nonnull(res.body);
     cJSON *j = cJSON_ParseWithLength(res.body, res.body_len);

@@ -1567,6 +1567,192 @@ END_TEST
 
 /* ----------------------------------------------------------------- suite */
 
+START_TEST(format_uint_matches_printf)
+{
+    static const unsigned long long fixed[] = {
+        0, 1, 9, 10, 99, 100, 4294967295ull, 4294967296ull, 18446744073709551615ull};
+    char got[32], want[32];
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        snprintf(want, sizeof want, "%llu", fixed[i]);
+        ck_assert_uint_eq(srv_format_uint(fixed[i], got), strlen(want));
+        ck_assert_str_eq(got, want);
+    }
+    for (int i = 0; i < 10000; i++) {
+        unsigned long long v = rng_next() >> (rng_next() % 64);
+        snprintf(want, sizeof want, "%llu", v);
+        ck_assert_uint_eq(srv_format_uint(v, got), strlen(want));
+        ck_assert_str_eq(got, want);
+    }
+}
+END_TEST
+
+START_TEST(format_fixed_matches_printf_away_from_ties)
+{
+    char got[48], want[48];
+    for (int i = 0; i < 20000; i++) {
+        int decimals = (int)(rng_next() % 7);
+        /* milliseconds from nanoseconds to hours, and a few negatives */
+        double v = (double)(rng_next() % 1000000000000ull) / 1e6 * ((i % 10 == 0) ? -1 : 1);
+        snprintf(want, sizeof want, "%.*f", decimals, v);
+        double scaled = fabs(v) * pow(10, decimals);
+        if (fabs(scaled - floor(scaled) - 0.5) < 1e-6) {
+            continue; /* ties: printf rounds the binary value, either is right */
+        }
+        if (strcmp(want, "-0") == 0 || strncmp(want, "-0.", 3) == 0) {
+            if (strspn(want + 1, "0.") == strlen(want + 1)) {
+                continue; /* "-0.00": printf keeps the sign of a value that rounds to zero */
+            }
+        }
+        ck_assert_uint_eq(srv_format_fixed(v, decimals, false, got), strlen(want));
+        ck_assert_msg(strcmp(got, want) == 0, "%.17g at %d: got %s, want %s", v, decimals, got,
+                      want);
+    }
+}
+END_TEST
+
+START_TEST(format_fixed_trim_drops_trailing_zeros_and_point)
+{
+    char out[48];
+    srv_format_fixed(0.02015, 6, true, out);
+    ck_assert_str_eq(out, "0.02015");
+    srv_format_fixed(2.0, 6, true, out);
+    ck_assert_str_eq(out, "2");
+    srv_format_fixed(0.0000004, 6, true, out);
+    ck_assert_str_eq(out, "0");
+    srv_format_fixed(1234.5, 3, false, out);
+    ck_assert_str_eq(out, "1234.500");
+    srv_format_fixed(1e13, 3, false, out); /* beyond the fast range: printf */
+    ck_assert_str_eq(out, "10000000000000.000");
+}
+END_TEST
+
+/* ------------------------------------------------------------ the pool */
+
+START_TEST(pool_tree_in_a_request_reads_as_outside_one)
+{
+    /* strings with escapes send the parse to cJSON's own parser; both are pooled */
+    static const char *const bodies[] = {
+        "{\"query\": [[1, -2.5e-3], [3, 4]], \"name\": \"plain\", \"ok\": true, \"n\": null}",
+        "{\"text\": \"tab\\there \\u00e9\", \"list\": [1, [2, [3, {\"a\": []}]]]}",
+    };
+    for (size_t b = 0; b < sizeof bodies / sizeof bodies[0]; b++) {
+        cJSON *outside = parse_ok(bodies[b]);
+        char *want = cJSON_PrintUnformatted(outside);
+        cJSON_Delete(outside);
+        ck_assert_uint_eq(srv_json_pool_used(), 0);
+
+        srv_json_pool_begin();
+        cJSON *inside = parse_ok(bodies[b]);
+        ck_assert_msg(srv_json_pool_used() >= 8 * sizeof(cJSON),
+                      "the nodes did not come from the pool");
+        char *got = cJSON_PrintUnformatted(inside); /* malloc'd, not pooled */
+        cJSON_Delete(inside);
+        srv_json_pool_end();
+        ck_assert_uint_eq(srv_json_pool_used(), 0);
+
+        ck_assert_str_eq(got, want);
+        free(got); /* outlives the request */
+        free(want);
+    }
+}
+END_TEST
+
+START_TEST(pool_trees_built_in_a_request_outlive_it)
+{
+    srv_json_pool_begin();
+    cJSON *parsed = parse_ok("{\"a\": 1}");
+    cJSON *built = cJSON_CreateObject();
+    cJSON_AddNumberToObject(built, "b", 2);
+    cJSON_AddStringToObject(built, "c", "three");
+    cJSON_Delete(parsed);
+    srv_json_pool_end();
+
+    char *text = cJSON_PrintUnformatted(built);
+    ck_assert_str_eq(text, "{\"b\":2,\"c\":\"three\"}");
+    free(text);
+    cJSON_Delete(built);
+}
+END_TEST
+
+START_TEST(pool_large_request_spans_chunks_and_reads_every_value)
+{
+    /* 200000 numbers are 200000 nodes, about 13 MB: several chunks */
+    const size_t rows = 20000, cols = 10;
+    srv_buf b;
+    srv_buf_init(&b);
+    srv_buf_puts(&b, "{\"key\": [");
+    for (size_t i = 0; i < rows; i++) {
+        srv_buf_puts(&b, i ? ",[" : "[");
+        for (size_t j = 0; j < cols; j++) {
+            srv_buf_printf(&b, j ? ",%zu.5" : "%zu.5", (i * cols + j) % 1000);
+        }
+        srv_buf_puts(&b, "]");
+    }
+    srv_buf_puts(&b, "]}");
+    for (int round = 0; round < 3; round++) {
+        srv_json_pool_begin();
+        srv_err e;
+        memset(&e, 0, sizeof e);
+        cJSON *root = srv_json_parse_object(b.data, b.len, &e);
+        ck_assert_msg(root != NULL, "%s", e.message);
+        ck_assert_uint_ge(srv_json_pool_used(), rows * cols * sizeof(cJSON));
+        srv_ptr p;
+        srv_ptr_root(&p);
+        srv_tensor t;
+        ck_assert(srv_json_read_tensor(cJSON_GetObjectItem(root, "key"), &p, "key", 2, 2, false,
+                                       rows * cols, &t, &e));
+        cJSON_Delete(root);
+        srv_json_pool_end();
+        ck_assert_uint_eq(t.shape[0], rows);
+        ck_assert_uint_eq(t.shape[1], cols);
+        for (size_t k = 0; k < rows * cols; k++) {
+            ck_assert_float_eq(t.data[k], (float)(k % 1000) + 0.5f);
+        }
+        srv_tensor_free(&t);
+    }
+    srv_buf_free(&b);
+}
+END_TEST
+
+START_TEST(pool_malformed_body_in_a_request_is_the_same_error)
+{
+    srv_json_pool_begin();
+    srv_err e;
+    memset(&e, 0, sizeof e);
+    ck_assert_ptr_null(srv_json_parse_object("{\"a\": [1, 2,]}", 14, &e));
+    ck_assert_int_eq(e.status, 400);
+    ck_assert_str_eq(e.code, SRV_CODE_MALFORMED);
+    ck_assert_str_eq(e.message, "malformed JSON at byte 12");
+    srv_json_pool_end();
+}
+END_TEST
+
+START_TEST(pool_outside_a_request_is_not_used)
+{
+    cJSON *root = parse_ok("{\"a\": [1, 2, 3]}");
+    ck_assert_uint_eq(srv_json_pool_used(), 0);
+    cJSON_Delete(root);
+}
+END_TEST
+
+START_TEST(pool_delete_frees_trees_outside_it_and_leaves_pooled_ones_to_the_end)
+{
+    /* outside a request: srv_json_delete must free the tree (LSan reports it otherwise) */
+    srv_json_delete(parse_ok("{\"a\": [1, 2, {\"b\": \"c\"}]}"));
+    srv_json_delete(NULL);
+
+    srv_json_pool_begin();
+    cJSON *pooled = parse_ok("{\"a\": [1, 2, {\"b\": \"c\"}]}");
+    cJSON *built = cJSON_CreateObject(); /* malloc'd even inside a request */
+    cJSON_AddStringToObject(built, "x", "y");
+    const size_t used = srv_json_pool_used();
+    srv_json_delete(pooled);
+    ck_assert_uint_eq(srv_json_pool_used(), used); /* nothing walked or given back yet */
+    srv_json_delete(built);
+    srv_json_pool_end();
+}
+END_TEST
+
 static Suite *json_suite(void)
 {
     Suite *s = suite_create("json");
@@ -1585,6 +1771,16 @@ static Suite *json_suite(void)
     tcase_add_test(tc, parse_trailing_whitespace_is_accepted);
     tcase_add_test(tc, parse_reads_only_len_bytes_of_unterminated_body);
     tcase_add_test(tc, parse_nesting_past_cjson_limit_is_malformed_with_reason);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("pool");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, pool_tree_in_a_request_reads_as_outside_one);
+    tcase_add_test(tc, pool_trees_built_in_a_request_outlive_it);
+    tcase_add_test(tc, pool_large_request_spans_chunks_and_reads_every_value);
+    tcase_add_test(tc, pool_malformed_body_in_a_request_is_the_same_error);
+    tcase_add_test(tc, pool_outside_a_request_is_not_used);
+    tcase_add_test(tc, pool_delete_frees_trees_outside_it_and_leaves_pooled_ones_to_the_end);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("tensor_lists");
@@ -1649,6 +1845,9 @@ static Suite *json_suite(void)
     tcase_add_test(tc, format_float_random_bits_round_trip_and_are_shortest);
     tcase_add_test(tc, format_float_random_weights_match_reference_text);
     tcase_add_test(tc, format_float_precision_k_matches_printf_g);
+    tcase_add_test(tc, format_uint_matches_printf);
+    tcase_add_test(tc, format_fixed_matches_printf_away_from_ties);
+    tcase_add_test(tc, format_fixed_trim_drops_trailing_zeros_and_point);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("writer");
@@ -1677,6 +1876,7 @@ static Suite *json_suite(void)
 
 int main(void)
 {
+    srv_json_pool_install(); /* as the server does: every test runs with the pool's hooks */
     SRunner *sr = srunner_create(json_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
