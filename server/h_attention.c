@@ -18,7 +18,7 @@ typedef struct sparsify {
 static bool read_sparsify(const cJSON *root, sparsify *sp, srv_err *e)
 {
     static const char *const keys[] = {"topk", "threshold", NULL};
-    const cJSON *sj = cJSON_GetObjectItemCaseSensitive(root, "sparsify");
+    const cJSON *sj = srv_json_member(root, "sparsify");
     srv_ptr p;
     memset(sp, 0, sizeof *sp);
     if (sj == NULL || cJSON_IsNull(sj))
@@ -29,8 +29,8 @@ static bool read_sparsify(const cJSON *root, sparsify *sp, srv_err *e)
                            "sparsify: expected {\"topk\": k} or {\"threshold\": t}");
     if (!srv_json_check_keys(sj, &p, keys, e))
         return false;
-    bool has_k = cJSON_GetObjectItemCaseSensitive(sj, "topk") != NULL;
-    bool has_t = cJSON_GetObjectItemCaseSensitive(sj, "threshold") != NULL;
+    bool has_k = srv_json_member(sj, "topk") != NULL;
+    bool has_t = srv_json_member(sj, "threshold") != NULL;
     if (has_k == has_t)
         return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
                            "sparsify: give exactly one of topk and threshold");
@@ -195,7 +195,7 @@ static bool read_kernel(const cJSON *root, bool *linear, attn_linear_kernel *ker
     static const char *const keys[] = {"type", "feature_map", "num_features", "seed", NULL};
     static const char *const incompatible[] = {"score",     "scale",   "softcap", "mask",
                                                "attn_bias", "pattern", NULL};
-    const cJSON *kj = cJSON_GetObjectItemCaseSensitive(root, "kernel");
+    const cJSON *kj = srv_json_member(root, "kernel");
     srv_ptr p, pk;
     *linear = false;
     memset(kern, 0, sizeof *kern);
@@ -209,11 +209,11 @@ static bool read_kernel(const cJSON *root, bool *linear, attn_linear_kernel *ker
                            "\"feature_map\": \"elu\" | \"favor\"}");
     if (!srv_json_check_keys(kj, &p, keys, e))
         return false;
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(kj, "type");
+    const cJSON *t = srv_json_member(kj, "type");
     srv_ptr_key(&pk, &p, "type");
     if (!cJSON_IsString(t) || strcmp(t->valuestring, "linear") != 0)
         return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s, "kernel.type: expected \"linear\"");
-    const cJSON *fm = cJSON_GetObjectItemCaseSensitive(kj, "feature_map");
+    const cJSON *fm = srv_json_member(kj, "feature_map");
     srv_ptr_key(&pk, &p, "feature_map");
     const bool favor = cJSON_IsString(fm) && strcmp(fm->valuestring, "favor") == 0;
     if (fm != NULL && !favor && !(cJSON_IsString(fm) && strcmp(fm->valuestring, "elu") == 0))
@@ -230,7 +230,7 @@ static bool read_kernel(const cJSON *root, bool *linear, attn_linear_kernel *ker
         kern->seed = (uint64_t)seed;
     } else {
         for (const char *const *k = keys + 2; *k; k++)
-            if (cJSON_GetObjectItemCaseSensitive(kj, *k)) {
+            if (srv_json_member(kj, *k)) {
                 srv_ptr_key(&pk, &p, *k);
                 return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
                                    "kernel.%s applies to the favor feature map only", *k);
@@ -238,7 +238,7 @@ static bool read_kernel(const cJSON *root, bool *linear, attn_linear_kernel *ker
         kern->feature_map = ATTN_FEATURE_MAP_ELU;
     }
     for (const char *const *k = incompatible; *k; k++) {
-        const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, *k);
+        const cJSON *it = srv_json_member(root, *k);
         if (!it)
             continue;
         hc_ptr_of(&pk, *k);
@@ -358,7 +358,7 @@ static bool read_score_weights(const cJSON *root, attn_score score, size_t dq, s
         bool needed = false;
         for (size_t j = 0; need[j]; j++)
             needed |= strcmp(need[j], all[i]) == 0;
-        const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, all[i]);
+        const cJSON *it = srv_json_member(root, all[i]);
         srv_ptr pp;
         hc_ptr_of(&pp, all[i]);
         if (!needed && it)
@@ -528,7 +528,7 @@ void srv_h_attention(srv_app *app, const srv_request *req, srv_response *res)
     }
     size_t qo = c.batched ? 1 : 0;
     size_t dq = c.query.shape[qo + 1], dk = c.key.shape[qo + 1], dv = c.value.shape[qo + 1];
-    if (cJSON_GetObjectItemCaseSensitive(root, "scale") && p.score != ATTN_SCORE_SCALED_DOT) {
+    if (srv_json_member(root, "scale") && p.score != ATTN_SCORE_SCALED_DOT) {
         srv_ptr sp;
         hc_ptr_of(&sp, "scale");
         srv_err_set(&e, 400, SRV_CODE_INVALID, sp.s, "scale applies to score \"scaled_dot\" only");
@@ -724,7 +724,7 @@ static bool read_state_dict(const cJSON *sd, size_t E, size_t Ekv, size_t kdim, 
     if (!srv_json_check_keys(sd, &sdp, sd_keys, e))
         return false;
     bool same = kdim == E && vdim == E;
-    const cJSON *inp = cJSON_GetObjectItemCaseSensitive(sd, "in_proj_weight");
+    const cJSON *inp = srv_json_member(sd, "in_proj_weight");
     if (inp) {
         if (!same) {
             srv_ptr p;
@@ -739,7 +739,7 @@ static bool read_state_dict(const cJSON *sd, size_t E, size_t Ekv, size_t kdim, 
                         e))
             return false;
         for (const char *const *k = sd_keys + 1; k < sd_keys + 4; k++)
-            if (cJSON_GetObjectItemCaseSensitive(sd, *k)) {
+            if (srv_json_member(sd, *k)) {
                 srv_ptr p;
                 srv_ptr_key(&p, &sdp, *k);
                 return srv_err_set(e, 400, SRV_CODE_INVALID, p.s,
@@ -751,9 +751,9 @@ static bool read_state_dict(const cJSON *sd, size_t E, size_t Ekv, size_t kdim, 
         w->v_proj = s->in_proj.data + (E + Ekv) * E;
     } else {
         const char *missing =
-            !cJSON_GetObjectItemCaseSensitive(sd, "q_proj_weight")   ? "q_proj_weight"
-            : !cJSON_GetObjectItemCaseSensitive(sd, "k_proj_weight") ? "k_proj_weight"
-            : !cJSON_GetObjectItemCaseSensitive(sd, "v_proj_weight") ? "v_proj_weight"
+            !srv_json_member(sd, "q_proj_weight")   ? "q_proj_weight"
+            : !srv_json_member(sd, "k_proj_weight") ? "k_proj_weight"
+            : !srv_json_member(sd, "v_proj_weight") ? "v_proj_weight"
                                                                      : NULL;
         if (missing) {
             srv_ptr p;
@@ -769,7 +769,7 @@ static bool read_state_dict(const cJSON *sd, size_t E, size_t Ekv, size_t kdim, 
         w->k_proj = s->kw.data;
         w->v_proj = s->vw.data;
     }
-    if (!cJSON_GetObjectItemCaseSensitive(sd, "out_proj.weight")) {
+    if (!srv_json_member(sd, "out_proj.weight")) {
         srv_ptr p;
         srv_ptr_key(&p, &sdp, "out_proj.weight");
         return srv_err_set(e, 400, SRV_CODE_INVALID, p.s, "weights.out_proj.weight is required");
@@ -898,7 +898,7 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
 
     srv_ptr hp;
     hc_ptr_of(&hp, "num_heads");
-    if (!cJSON_GetObjectItemCaseSensitive(root, "num_heads")) {
+    if (!srv_json_member(root, "num_heads")) {
         srv_err_set(&e, 400, SRV_CODE_INVALID, hp.s, "num_heads is required");
         goto fail;
     }
@@ -926,7 +926,7 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
         goto fail;
 
     int bias_flag = -1;
-    if (cJSON_GetObjectItemCaseSensitive(root, "bias")) {
+    if (srv_json_member(root, "bias")) {
         bool bf = true;
         if (!srv_json_opt_bool(root, &rp, "bias", &bf, &e))
             goto fail;
@@ -948,17 +948,17 @@ void srv_h_mha(srv_app *app, const srv_request *req, srv_response *res)
     cfg.attn.softcap = (float)c.softcap;
     cfg.kernel = kern;
 
-    const cJSON *sd = cJSON_GetObjectItemCaseSensitive(root, "weights");
+    const cJSON *sd = srv_json_member(root, "weights");
     bool seeded = sd == NULL;
     if (sd) {
         srv_ptr p;
-        if (cJSON_GetObjectItemCaseSensitive(root, "seed")) {
+        if (srv_json_member(root, "seed")) {
             hc_ptr_of(&p, "seed");
             srv_err_set(&e, 400, SRV_CODE_INVALID, p.s,
                         "seed: send either weights or seed, not both");
             goto fail;
         }
-        if (cJSON_GetObjectItemCaseSensitive(root, "add_bias_kv")) {
+        if (srv_json_member(root, "add_bias_kv")) {
             hc_ptr_of(&p, "add_bias_kv");
             srv_err_set(&e, 400, SRV_CODE_INVALID, p.s,
                         "add_bias_kv applies to seeded weights; with a state_dict, "

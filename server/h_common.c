@@ -24,7 +24,7 @@ void hc_req_free(hc_req *c)
 
 bool hc_member(const cJSON *root, const char *key, const cJSON **out)
 {
-    *out = cJSON_GetObjectItemCaseSensitive(root, key);
+    *out = srv_json_member(root, key);
     return *out != NULL;
 }
 
@@ -188,8 +188,8 @@ bool hc_read_qkv(const cJSON *root, hc_req *c, bool self_ok, size_t max_el, srv_
     srv_ptr p;
     if (!hc_read_tensor(root, "query", 2, 3, true, max_el, &c->query, e))
         return false;
-    const cJSON *k = cJSON_GetObjectItemCaseSensitive(root, "key");
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "value");
+    const cJSON *k = srv_json_member(root, "key");
+    const cJSON *v = srv_json_member(root, "value");
     if (self_ok && !k && !v) {
         /* self-attention: key and value are the query */
     } else {
@@ -307,7 +307,7 @@ bool hc_read_scale_softcap(const cJSON *root, hc_req *c, srv_err *e)
     srv_ptr_root(&p);
     c->scale = 0;
     c->softcap = 0;
-    if (cJSON_GetObjectItemCaseSensitive(root, "scale")) {
+    if (srv_json_member(root, "scale")) {
         double s = -1;
         if (!srv_json_opt_float(root, &p, "scale", 0, INFINITY, &s, e))
             return false;
@@ -337,7 +337,7 @@ bool hc_read_pattern(const cJSON *root, hc_req *c, srv_err *e)
 {
     static const char *const keys[] = {"window",     "dilation", "stride", "global_tokens",
                                        "block_size", "random",   "seed",   NULL};
-    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(root, "pattern");
+    const cJSON *pj = srv_json_member(root, "pattern");
     srv_ptr p, pk, pi;
     if (pj == NULL || cJSON_IsNull(pj))
         return true;
@@ -349,7 +349,7 @@ bool hc_read_pattern(const cJSON *root, hc_req *c, srv_err *e)
         return false;
     attn_pattern *pt = &c->pat;
     memset(pt, 0, sizeof *pt);
-    const cJSON *w = cJSON_GetObjectItemCaseSensitive(pj, "window");
+    const cJSON *w = srv_json_member(pj, "window");
     srv_ptr_key(&pk, &p, "window");
     if (w != NULL) {
         pt->has_window = true;
@@ -379,7 +379,7 @@ bool hc_read_pattern(const cJSON *root, hc_req *c, srv_err *e)
         }
     }
     long long v = 0;
-    if (cJSON_GetObjectItemCaseSensitive(pj, "dilation")) {
+    if (srv_json_member(pj, "dilation")) {
         if (!w) {
             srv_ptr_key(&pk, &p, "dilation");
             return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
@@ -403,7 +403,7 @@ bool hc_read_pattern(const cJSON *root, hc_req *c, srv_err *e)
         return false;
     pt->random = v;
     v = 0;
-    if (cJSON_GetObjectItemCaseSensitive(pj, "seed") && !pt->random) {
+    if (srv_json_member(pj, "seed") && !pt->random) {
         srv_ptr_key(&pk, &p, "seed");
         return srv_err_set(e, 400, SRV_CODE_INVALID, pk.s,
                            "pattern.seed applies to random: give random too");
@@ -411,7 +411,7 @@ bool hc_read_pattern(const cJSON *root, hc_req *c, srv_err *e)
     if (!srv_json_opt_int(pj, &p, "seed", 0, (long long)9007199254740991LL, &v, e))
         return false;
     pt->seed = (uint64_t)v;
-    const cJSON *g = cJSON_GetObjectItemCaseSensitive(pj, "global_tokens");
+    const cJSON *g = srv_json_member(pj, "global_tokens");
     if (g != NULL) {
         srv_ptr_key(&pk, &p, "global_tokens");
         if (!cJSON_IsArray(g))
@@ -675,7 +675,7 @@ float *hc_alloc_floats(size_t count, bool want, bool *oom)
 bool hc_sd_read(const cJSON *sd, const srv_ptr *sdp, const char *key, size_t rank, size_t d0,
                 size_t d1, bool flat_ok, size_t max_el, srv_tensor *t, srv_err *e)
 {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(sd, key);
+    const cJSON *it = srv_json_member(sd, key);
     srv_ptr p;
     srv_ptr_key(&p, sdp, key);
     if (!it)

@@ -329,7 +329,8 @@ static const double fp_pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e
 
 static void fp_ws(fast_parse *p)
 {
-    while (p->s < p->end && is_json_ws(*p->s)) {
+    /* the copy ends in NUL, which is not whitespace */
+    while (is_json_ws(*p->s)) {
         p->s++;
     }
 }
@@ -337,6 +338,94 @@ static void fp_ws(fast_parse *p)
 static bool fp_digit(char c)
 {
     return c >= '0' && c <= '9';
+}
+
+/* The copy of the body is followed by FP_PAD zero bytes, so the number
+ * reader may load 8 bytes anywhere inside it. */
+#define FP_PAD 8
+
+static uint64_t fp_load8(const char *s)
+{
+    uint64_t v;
+    memcpy(&v, s, sizeof v);
+    return v;
+}
+
+/* Digits at the start of s, up to 8 (bytes read as one little-endian word:
+ * a byte is a digit when its high nibble is 3 and its low nibble, plus 6,
+ * stays below 16). */
+static inline __attribute__((always_inline)) size_t fp_digit_run8(const char *s)
+{
+    const uint64_t v = fp_load8(s);
+    const uint64_t hi = (v & 0xF0F0F0F0F0F0F0F0ull) ^ 0x3030303030303030ull;
+    const uint64_t lo =
+        ((v + 0x0606060606060606ull) & 0xF0F0F0F0F0F0F0F0ull) ^ 0x3030303030303030ull;
+    const uint64_t bad = hi | lo; /* nonzero bytes: not digits (carries only reach later bytes) */
+    return bad == 0 ? 8 : (size_t)__builtin_ctzll(bad) / 8;
+}
+
+/* Length of the digit run at s. */
+static size_t fp_digit_run(const char *s)
+{
+    size_t n = 0, k;
+    while ((k = fp_digit_run8(s + n)) == 8) {
+        n += 8;
+    }
+    return n + k;
+}
+
+/* The value of the n <= 8 digits at s: three multiplications for all of
+ * them instead of one per digit (the first digit is the lowest byte; the
+ * bytes past n are shifted out, and their borrows only reach upwards). */
+static inline __attribute__((always_inline)) uint64_t fp_value8(const char *s, size_t n)
+{
+    if (n == 0) {
+        return 0;
+    }
+    uint64_t v = (fp_load8(s) - 0x3030303030303030ull) << (8 * (8 - n));
+    v = (v * 10) + (v >> 8);
+    v = (((v & 0x000000FF000000FFull) * (100 + (1000000ull << 32))) +
+         (((v >> 16) & 0x000000FF000000FFull) * (1 + (10000ull << 32)))) >>
+        32;
+    return v;
+}
+
+static const uint64_t fp_p10_u64[20] = {1u,
+                                        10u,
+                                        100u,
+                                        1000u,
+                                        10000u,
+                                        100000u,
+                                        1000000u,
+                                        10000000u,
+                                        100000000u,
+                                        1000000000u,
+                                        10000000000u,
+                                        100000000000u,
+                                        1000000000000u,
+                                        10000000000000u,
+                                        100000000000000u,
+                                        1000000000000000u,
+                                        10000000000000000u,
+                                        100000000000000000u,
+                                        1000000000000000000u,
+                                        10000000000000000000u};
+
+/* The value of n <= 19 digits at s. */
+static uint64_t fp_value_digits_long(const char *s, size_t n)
+{
+    uint64_t v = 0;
+    while (n > 8) {
+        v = v * 100000000u + fp_value8(s, 8);
+        s += 8;
+        n -= 8;
+    }
+    return v * fp_p10_u64[n] + fp_value8(s, n);
+}
+
+static inline __attribute__((always_inline)) uint64_t fp_value_digits(const char *s, size_t n)
+{
+    return n <= 8 ? fp_value8(s, n) : fp_value_digits_long(s, n);
 }
 
 /* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
@@ -356,9 +445,7 @@ static cJSON *fp_number(fast_parse *p)
     if (*c == '0') {
         c++;
     } else {
-        while (fp_digit(*c)) {
-            c++;
-        }
+        c += fp_digit_run(c);
     }
     const char *int_end = c, *frac_start = c, *frac_end = c;
     if (*c == '.') {
@@ -367,9 +454,7 @@ static cJSON *fp_number(fast_parse *p)
             return NULL;
         }
         frac_start = c;
-        while (fp_digit(*c)) {
-            c++;
-        }
+        c += fp_digit_run(c);
         frac_end = c;
     }
     int exp10 = 0;
@@ -395,13 +480,9 @@ static cJSON *fp_number(fast_parse *p)
     double v;
     bool done = false;
     if (n_int + n_frac <= 19) {
-        uint64_t mant = 0;
-        for (const char *q = int_start; q < int_end; q++) {
-            mant = mant * 10 + (uint64_t)(*q - '0');
-        }
-        for (const char *q = frac_start; q < frac_end; q++) {
-            mant = mant * 10 + (uint64_t)(*q - '0');
-        }
+        /* below 10^19: fits */
+        const uint64_t mant = fp_value_digits(int_start, n_int) * fp_p10_u64[n_frac] +
+                              fp_value_digits(frac_start, n_frac);
         const int e = exp10 - (int)n_frac;
         if (mant <= ((uint64_t)1 << 53) && e >= -22 && e <= 22) {
             v = (double)(int64_t)mant;
@@ -455,13 +536,24 @@ static cJSON *fp_array(fast_parse *p)
         p->s++;
         return arr;
     }
+    cJSON *last = NULL;
     for (;;) {
         cJSON *it = fp_value(p);
-        if (it == NULL || !cJSON_AddItemToArray(arr, it)) {
-            cJSON_Delete(it);
+        if (it == NULL) {
             cJSON_Delete(arr);
             return NULL;
         }
+        /* cJSON_AddItemToArray's list, kept by hand to skip its checks:
+         * next links forward, prev back, and the first item's prev is the
+         * last item (how cJSON appends in O(1)). */
+        if (last == NULL) {
+            arr->child = it;
+        } else {
+            last->next = it;
+            it->prev = last;
+        }
+        arr->child->prev = it;
+        last = it;
         fp_ws(p);
         if (p->s < p->end && *p->s == ',') {
             p->s++;
@@ -609,19 +701,20 @@ cJSON *srv_json_parse_object(const char *body, size_t len, srv_err *e)
                     start);
         return NULL;
     }
-    /* Bodies arrive without a terminating NUL; cJSON is safest given one. One
-     * copy of the body is cheap next to building the tree. */
-    if (len == SIZE_MAX) {
+    /* Bodies arrive without a terminating NUL; cJSON is safest given one,
+     * and the number reader wants FP_PAD readable bytes past it. One copy of
+     * the body is cheap next to building the tree. */
+    if (len > SIZE_MAX - 1 - FP_PAD) {
         srv_err_set(e, 413, SRV_CODE_TOO_LARGE, "", "body too large");
         return NULL;
     }
-    char *copy = malloc(len + 1);
+    char *copy = malloc(len + 1 + FP_PAD);
     if (copy == NULL) {
         err_oom(e, "the request body");
         return NULL;
     }
     memcpy(copy, body, len);
-    copy[len] = '\0';
+    memset(copy + len, 0, 1 + FP_PAD);
 
     const char *end = NULL;
     const bool pooled = srv_json_pool_parse_begin();
@@ -984,7 +1077,7 @@ static bool tr_read_object(tensor_read *t, const cJSON *obj, size_t lo, size_t h
     }
 
     const char *want_dtype = t->boolean ? "bool" : "float32";
-    const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(obj, "dtype");
+    const cJSON *dtype = srv_json_member(obj, "dtype");
     if (dtype != NULL) {
         if (!cJSON_IsString(dtype)) {
             return srv_err_set(t->e, 400, SRV_CODE_INVALID, p_dtype.s,
@@ -1001,8 +1094,8 @@ static bool tr_read_object(tensor_read *t, const cJSON *obj, size_t lo, size_t h
         }
     }
 
-    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(obj, "shape");
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(obj, "data");
+    const cJSON *shape = srv_json_member(obj, "shape");
+    const cJSON *data = srv_json_member(obj, "data");
     if (shape == NULL || data == NULL) {
         return srv_err_set(t->e, 400, SRV_CODE_INVALID, shape == NULL ? p_shape.s : p_data.s,
                            "%s: a tensor object needs 'shape' and 'data' (and 'dtype': '%s'); "
@@ -1201,12 +1294,25 @@ bool srv_json_read_btensor(const cJSON *item, const srv_ptr *where, const char *
 /* The member, or NULL when it is absent or JSON null: clients sending
  * "scale": null (Python's None) mean "use the default", and the response's
  * own meta writes defaults as null. */
+cJSON *srv_json_member(const cJSON *obj, const char *key)
+{
+    if (obj == NULL || key == NULL) {
+        return NULL;
+    }
+    for (cJSON *it = obj->child; it != NULL; it = it->next) {
+        if (it->string != NULL && it->string[0] == key[0] && strcmp(it->string, key) == 0) {
+            return it;
+        }
+    }
+    return NULL;
+}
+
 static const cJSON *opt_member(const cJSON *obj, const char *key)
 {
     if (!cJSON_IsObject(obj)) {
         return NULL;
     }
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    const cJSON *it = srv_json_member(obj, key);
     if (it == NULL || cJSON_IsNull(it)) {
         return NULL;
     }
@@ -1375,7 +1481,7 @@ static bool check_keys_named(const cJSON *obj, const srv_ptr *where, const char 
     for (const cJSON *it = obj->child; it != NULL; it = it->next) {
         const char *k = it->string != NULL ? it->string : "";
         size_t j = 0;
-        while (j < n_allowed && strcmp(allowed[j], k) != 0) {
+        while (j < n_allowed && (allowed[j][0] != k[0] || strcmp(allowed[j], k) != 0)) {
             j++;
         }
         srv_ptr p;
@@ -1558,29 +1664,47 @@ static const char digit_pairs[201] =
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
+/* The n decimal digits of v (v < 10^n) at dst, two per division. */
+static void put_digits(char *dst, uint32_t v, int n)
+{
+    while (n >= 2) {
+        uint32_t q = v / 100;
+        memcpy(dst + n - 2, digit_pairs + 2 * (v - q * 100), 2);
+        v = q;
+        n -= 2;
+    }
+    if (n == 1) {
+        dst[0] = (char)('0' + v);
+    }
+}
+
 /* Writes what printf("%.*g", p, v) writes for v = digits * 10^(x - p + 1),
  * digits having exactly p digits. */
 static size_t fmt_g(char *out, bool neg, uint32_t digits, int p, int x)
 {
-    char dig[10];
-    int left = p; /* two digits per division: half the dependent steps */
-    while (left >= 2) {
-        uint32_t q = digits / 100;
-        memcpy(dig + left - 2, digit_pairs + 2 * (digits - q * 100), 2);
-        digits = q;
-        left -= 2;
-    }
-    if (left == 1) {
-        dig[0] = (char)('0' + digits);
-    }
     int nd = p; /* %g drops trailing zeros */
-    while (nd > 1 && dig[nd - 1] == '0') {
+    while (nd > 1 && digits % 10 == 0) {
+        digits /= 10;
         nd--;
     }
     char *o = out;
     if (neg) {
         *o++ = '-';
     }
+    if (x < 0 && x >= -4) {
+        /* 0.000ddd: the usual weight or activation, digits straight into place */
+        *o++ = '0';
+        *o++ = '.';
+        for (int k = 0; k < -x - 1; k++) {
+            *o++ = '0';
+        }
+        put_digits(o, digits, nd);
+        o += nd;
+        *o = '\0';
+        return (size_t)(o - out);
+    }
+    char dig[10];
+    put_digits(dig, digits, nd);
     if (x < -4 || x >= p) {
         *o++ = dig[0];
         if (nd > 1) {
@@ -1597,23 +1721,15 @@ static size_t fmt_g(char *out, bool neg, uint32_t digits, int p, int x)
         }
         *o++ = (char)('0' + ax / 10);
         *o++ = (char)('0' + ax % 10);
-    } else if (x >= 0) {
-        for (int i = 0; i <= x; i++) {
-            *o++ = i < nd ? dig[i] : '0';
+    } else {
+        for (int k = 0; k <= x; k++) {
+            *o++ = k < nd ? dig[k] : '0';
         }
         if (nd > x + 1) {
             *o++ = '.';
             memcpy(o, dig + x + 1, (size_t)(nd - x - 1));
             o += nd - x - 1;
         }
-    } else {
-        *o++ = '0';
-        *o++ = '.';
-        for (int i = 0; i < -x - 1; i++) {
-            *o++ = '0';
-        }
-        memcpy(o, dig, (size_t)nd);
-        o += nd;
     }
     *o = '\0';
     return (size_t)(o - out);

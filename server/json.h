@@ -49,6 +49,9 @@ void srv_json_pool_end(void);
  * the pool; pass that to _parse_end. */
 bool srv_json_pool_parse_begin(void);
 void srv_json_pool_parse_end(bool began);
+/* cJSON_GetObjectItemCaseSensitive with the first byte compared before
+ * strcmp: handlers look up dozens of options among a few members. */
+cJSON *srv_json_member(const cJSON *obj, const char *key);
 /* cJSON_CreateNumber, from the pool while a pooled parse runs. */
 cJSON *srv_json_pool_number(double v);
 /* cJSON_Delete for request trees: nothing to do for one parsed into the

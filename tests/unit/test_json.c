@@ -264,6 +264,48 @@ START_TEST(parse_trailing_whitespace_is_accepted)
 }
 END_TEST
 
+START_TEST(parse_numbers_read_exactly_as_strtod_does)
+{
+    /* every shape the fast reader handles, and some it hands to strtod */
+    char text[128], body[160];
+    for (int i = 0; i < 200000; i++) {
+        int n_int = (int)(rng_next() % 13), n_frac = (int)(rng_next() % 22);
+        size_t o = 0;
+        if (rng_next() % 2) {
+            text[o++] = '-';
+        }
+        if (n_int == 0 || rng_next() % 4 == 0) {
+            text[o++] = '0';
+        } else {
+            text[o++] = (char)('1' + rng_next() % 9);
+            for (int k = 1; k < n_int; k++) {
+                text[o++] = (char)('0' + rng_next() % 10);
+            }
+        }
+        if (n_frac > 0) {
+            text[o++] = '.';
+            for (int k = 0; k < n_frac; k++) {
+                text[o++] = (char)('0' + rng_next() % 10);
+            }
+        }
+        if (rng_next() % 4 == 0) {
+            o += (size_t)snprintf(text + o, sizeof text - o, "e%d", (int)(rng_next() % 61) - 30);
+        }
+        text[o] = '\0';
+        /* the number last in the body, so reads past it meet the end */
+        int n = snprintf(body, sizeof body, "{\"a\":%s}", text);
+        srv_err e;
+        cJSON *root = srv_json_parse_object(body, (size_t)n, &e);
+        ck_assert_msg(root != NULL, "%s: %s", text, e.message);
+        double got = cJSON_GetObjectItem(root, "a")->valuedouble;
+        double want = strtod(text, NULL);
+        ck_assert_msg(memcmp(&got, &want, sizeof got) == 0, "%s: got %.17g, want %.17g", text, got,
+                      want);
+        cJSON_Delete(root);
+    }
+}
+END_TEST
+
 START_TEST(parse_reads_only_len_bytes_of_unterminated_body)
 {
     /* Exactly-sized heap copies: ASan flags any read past the end. */
@@ -1770,6 +1812,7 @@ static Suite *json_suite(void)
     tcase_add_test(tc, parse_top_level_non_object_is_invalid_argument);
     tcase_add_test(tc, parse_trailing_whitespace_is_accepted);
     tcase_add_test(tc, parse_reads_only_len_bytes_of_unterminated_body);
+    tcase_add_test(tc, parse_numbers_read_exactly_as_strtod_does);
     tcase_add_test(tc, parse_nesting_past_cjson_limit_is_malformed_with_reason);
     suite_add_tcase(s, tc);
 
