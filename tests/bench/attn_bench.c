@@ -114,7 +114,7 @@ typedef struct bench_case {
      .quick_n = n_ < 64 ? n_ : 64, .reps = reps_, .batch = n_ < 64 ? 500 : n_ < 256 ? 20 : 1}
 #define VS_TORCH(t) {CHECK_TIME, t, 0.8}
 #define HTTP(nm, n_, d_, ...)                                                                      \
-    {.name = nm, .kind = BENCH_HTTP, .n = n_, .d = d_, .quick_n = n_, .reps = 5, __VA_ARGS__}
+    {.name = nm, .kind = BENCH_HTTP, .n = n_, .d = d_, .quick_n = n_, .reps = 9, __VA_ARGS__}
 
 static const bench_case cases[] = {
     SM("softmax dense", 4096, .checks = {VS_TORCH("torch sdpa"), {CHECK_CEILING, "sgemm sdpa", 0}}),
