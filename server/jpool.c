@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <cjson/cJSON.h>
 
@@ -34,8 +35,8 @@
  * srv_json_parse_object runs inside a request (srv_json_pool_begin/end), the
  * nodes come from chunks that only ever grow by bumping a pointer; freeing one
  * does nothing, and the end of the request gives the chunks back at once (the
- * first is kept for the next request). Chunks double from 64 KiB (the
- * pages of a large one are only touched as it fills), so even the largest
+ * first, of 64 KiB, is kept for the next request). Chunks double from
+ * there (the pages of a large one are only touched as it fills), so even the largest
  * request has a few dozen, and telling a pool pointer from a malloc'd one
  * (cJSON_Delete calls the same hook for both) is a short scan.
  */
@@ -60,13 +61,34 @@ static bool jpool_installed;
 static pthread_key_t jpool_key;
 static bool jpool_key_ok;
 
+/* The first chunk comes from malloc and is kept; larger ones are mapped
+ * and unmapped, so a large request's nodes go back to the system when it
+ * ends instead of staying in malloc's heap (and in the resident set). */
+static char *chunk_alloc(size_t size)
+{
+    if (size <= JPOOL_FIRST) {
+        return malloc(size);
+    }
+    void *c = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return c == MAP_FAILED ? NULL : c;
+}
+
+static void chunk_free(char *c, size_t size)
+{
+    if (size <= JPOOL_FIRST) {
+        free(c);
+    } else {
+        munmap(c, size);
+    }
+}
+
 static void jpool_release(jpool *p, bool keep_first)
 {
-    size_t keep = keep_first && p->n_chunks > 0 ? 1 : 0;
+    size_t keep = keep_first && p->n_chunks > 0 && p->size[0] == JPOOL_FIRST ? 1 : 0;
 
     for (size_t i = keep; i < p->n_chunks; i++) {
         JPOOL_UNPOISON(p->chunk[i], p->size[i]);
-        free(p->chunk[i]);
+        chunk_free(p->chunk[i], p->size[i]);
         p->chunk[i] = NULL;
     }
     p->n_chunks = keep;
@@ -108,7 +130,7 @@ static void *jpool_malloc(size_t n)
         if (size < need) {
             size = need;
         }
-        char *c = malloc(size);
+        char *c = chunk_alloc(size);
         if (c == NULL) {
             return NULL;
         }
