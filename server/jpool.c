@@ -232,26 +232,14 @@ size_t srv_json_pool_used(void)
 
 cJSON *srv_json_pool_number(double v)
 {
-    jpool *p = &tl_pool;
-    cJSON *it;
-
-    if (!p->parsing) {
+    if (!tl_pool.parsing) {
         return cJSON_CreateNumber(v);
     }
-    if ((size_t)(p->lim - p->cur) >= sizeof *it) {
-        /* sizeof(cJSON) is a multiple of JPOOL_ALIGN on LP64; jpool_malloc
-         * keeps the general case aligned */
-        it = (cJSON *)(void *)p->cur;
-        p->cur += (sizeof *it + JPOOL_ALIGN - 1) & ~(size_t)(JPOOL_ALIGN - 1);
-        p->used += (sizeof *it + JPOOL_ALIGN - 1) & ~(size_t)(JPOOL_ALIGN - 1);
-        JPOOL_UNPOISON(it, sizeof *it);
-    } else {
-        it = jpool_malloc(sizeof *it);
-        if (it == NULL) {
-            return NULL;
-        }
+    cJSON *it = jpool_malloc(sizeof *it);
+    if (it == NULL) {
+        return NULL;
     }
-    /* what cJSON_CreateNumber makes, without its two calls through the hooks */
+    /* what cJSON_CreateNumber makes, without its calls through the hooks */
     memset(it, 0, sizeof *it);
     it->type = cJSON_Number;
     it->valuedouble = v;

@@ -432,8 +432,9 @@ static inline __attribute__((always_inline)) uint64_t fp_value_digits(const char
 }
 
 /* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
- * The digits are found first and then read in one tight loop each: the
- * usual tensor entry ("-0.0687", "0.84842134") has well under 19 of them. */
+ * The integer and fraction digits are found and read eight at a time; the
+ * usual tensor entry ("-0.0687", "0.84842134") has well under the 19 that
+ * fit the exact path. */
 static cJSON *fp_number(fast_parse *p)
 {
     char *start = p->s, *c = p->s;
