@@ -35,10 +35,10 @@
  * srv_json_parse_object runs inside a request (srv_json_pool_begin/end), the
  * nodes come from chunks that only ever grow by bumping a pointer; freeing one
  * does nothing, and the end of the request gives the chunks back at once (the
- * first, of 64 KiB, is kept for the next request). Chunks double from
- * there (the pages of a large one are only touched as it fills), so even the largest
- * request has a few dozen, and telling a pool pointer from a malloc'd one
- * (cJSON_Delete calls the same hook for both) is a short scan.
+ * first, of 64 KiB, is kept for the next request). Chunks double from there
+ * (the pages of a large one are only touched as it fills), so even the
+ * largest request has a few dozen, and telling a pool pointer from a
+ * malloc'd one (cJSON_Delete calls the same hook for both) is a short scan.
  */
 #define JPOOL_FIRST ((size_t)64 << 10)
 #define JPOOL_MAX_CHUNKS 48
@@ -53,7 +53,6 @@ typedef struct jpool {
     bool in_request; /* between srv_json_pool_begin and _end */
     bool parsing;    /* inside srv_json_parse_object: allocations come from here */
     bool registered; /* the thread-exit destructor knows this pool */
-    bool spilled;    /* a parse allocation went to malloc (out of chunk slots) */
 } jpool;
 
 static __thread jpool tl_pool;
@@ -93,7 +92,6 @@ static void jpool_release(jpool *p, bool keep_first)
     }
     p->n_chunks = keep;
     p->used = 0;
-    p->spilled = false;
     if (keep) {
         p->cur = p->chunk[0];
         p->lim = p->chunk[0] + p->size[0];
@@ -121,10 +119,7 @@ static void *jpool_malloc(size_t n)
     size_t need = (n + JPOOL_ALIGN - 1) & ~(size_t)(JPOOL_ALIGN - 1);
     if ((size_t)(p->lim - p->cur) < need) {
         if (p->n_chunks == JPOOL_MAX_CHUNKS || need < n) {
-            /* not reached in practice (2^48 times the first chunk); freed
-             * by the hook's scan falling through to free() */
-            p->spilled = true;
-            return malloc(n);
+            return NULL; /* 2^48 times the first chunk, or n near SIZE_MAX: out of memory */
         }
         size_t size = p->n_chunks == 0 ? JPOOL_FIRST : p->size[p->n_chunks - 1] * 2;
         if (size < need) {
@@ -172,9 +167,9 @@ static void jpool_free(void *ptr)
 
 void srv_json_delete(cJSON *root)
 {
-    /* A tree parsed into the pool lies wholly in it unless a node spilled
-     * to malloc; then, or for any other tree, walk it as usual. */
-    if (root == NULL || (!tl_pool.spilled && jpool_owns(&tl_pool, root))) {
+    /* A tree parsed into the pool lies wholly in it (a parse allocation the
+     * pool cannot serve fails the parse); any other tree is walked as usual. */
+    if (root == NULL || jpool_owns(&tl_pool, root)) {
         return;
     }
     cJSON_Delete(root);

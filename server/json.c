@@ -55,17 +55,34 @@ void srv_ptr_key(srv_ptr *dst, const srv_ptr *parent, const char *key)
     ptr_append_token(dst, key != NULL ? key : "", key != NULL ? strlen(key) : 0);
 }
 
+/* "00".."99" */
+static const char digit_pairs[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* The n decimal digits of v (v < 10^n) at dst, two per division; the
+ * integer and float writers share it. */
+static void put_digits(char *dst, unsigned long long v, int n)
+{
+    while (n >= 2) {
+        unsigned long long q = v / 100;
+        memcpy(dst + n - 2, digit_pairs + 2 * (v - q * 100), 2);
+        v = q;
+        n -= 2;
+    }
+    if (n == 1) {
+        dst[0] = (char)('0' + v);
+    }
+}
+
 size_t srv_format_uint(unsigned long long v, char *out)
 {
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++) {
-        out[i] = tmp[n - 1 - i];
+    size_t n = 1;
+    for (unsigned long long t = v; t >= 10; t /= 10) {
+        n++;
     }
+    put_digits(out, v, (int)n);
     out[n] = '\0';
     return n;
 }
@@ -1664,26 +1681,6 @@ static double p10(int k)
 static const uint32_t p10_u32[10] = {1,      10,      100,      1000,      10000,
                                      100000, 1000000, 10000000, 100000000, 1000000000};
 
-/* "00".."99" */
-static const char digit_pairs[201] =
-    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-    "8081828384858687888990919293949596979899";
-
-/* The n decimal digits of v (v < 10^n) at dst, two per division. */
-static void put_digits(char *dst, uint32_t v, int n)
-{
-    while (n >= 2) {
-        uint32_t q = v / 100;
-        memcpy(dst + n - 2, digit_pairs + 2 * (v - q * 100), 2);
-        v = q;
-        n -= 2;
-    }
-    if (n == 1) {
-        dst[0] = (char)('0' + v);
-    }
-}
-
 /* Writes what printf("%.*g", p, v) writes for v = digits * 10^(x - p + 1),
  * digits having exactly p digits. */
 static size_t fmt_g(char *out, bool neg, uint32_t digits, int p, int x)
@@ -1780,8 +1777,8 @@ static size_t format_float_fast(float f, int precision, char *out)
     int p_hi = precision > 0 ? precision : 9;
     for (int p = p_lo; p <= p_hi; p++) {
         double s = x * p10(p - 1 - e10);
-        double fl =
-            (double)(int64_t)s; /* floor: 0 < s < 2^31 (signed converts in one instruction) */
+        /* floor: 0 < s < 2^31, and a signed conversion is one instruction */
+        double fl = (double)(int64_t)s;
         double fr = s - fl;
         if (fabs(fr - 0.5) < 1e-6) {
             return 0;

@@ -28,6 +28,17 @@ void srv_response_clear(srv_response *r)
 /* Sets (or replaces: a header is sent once) a header. Names longer than the
  * fixed slot are dropped rather than sent truncated, values are truncated;
  * a full table drops the header: handlers only ever set a handful. */
+/* src into dst[cap], cut to fit and NUL-terminated (what "%s" with
+ * snprintf did, without printf on every answer). */
+static void copy_cut(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 void srv_response_header(srv_response *r, const char *name, const char *fmt, ...)
 {
     size_t i;
@@ -43,11 +54,7 @@ void srv_response_header(srv_response *r, const char *name, const char *fmt, ...
     memcpy(r->header_names[i], name, strlen(name) + 1); /* fits: checked above */
     if (strchr(fmt, '%') == NULL) {
         /* a constant ("Vary: Accept"), on every answer: no printf */
-        size_t n = strlen(fmt);
-        if (n >= sizeof r->header_values[i])
-            n = sizeof r->header_values[i] - 1;
-        memcpy(r->header_values[i], fmt, n);
-        r->header_values[i][n] = '\0';
+        copy_cut(r->header_values[i], sizeof r->header_values[i], fmt);
     } else {
         va_start(ap, fmt);
         vsnprintf(r->header_values[i], sizeof r->header_values[i], fmt, ap);
@@ -61,11 +68,7 @@ void srv_response_set(srv_response *r, int status, const char *content_type, cha
 {
     free(r->body);
     r->status = status;
-    size_t n = content_type ? strlen(content_type) : 0;
-    if (n >= sizeof r->content_type)
-        n = sizeof r->content_type - 1;
-    memcpy(r->content_type, content_type ? content_type : "", n);
-    r->content_type[n] = '\0';
+    copy_cut(r->content_type, sizeof r->content_type, content_type ? content_type : "");
     r->body = body;
     r->body_len = body ? len : 0;
 }
